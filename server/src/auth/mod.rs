@@ -1,0 +1,182 @@
+//! Who is calling and what they may see: roles, the bearer-token extractor and scope.
+
+pub mod jwt;
+pub mod password;
+pub mod tokens;
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use sea_orm::EntityTrait;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    error::ApiError,
+    state::AppState,
+    store::{member, session, unit},
+};
+
+/// A member's one role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, everywhere.
+    Admin,
+    /// Reads and manages their unit and everything under it.
+    Commander,
+    /// Full-time patrol staff or police on a grid route; themselves only.
+    PatrolOfficer,
+    /// Kiosk or checkpoint duty officer; themselves only.
+    KioskOfficer,
+    /// "Red armband" volunteer; themselves only.
+    Volunteer,
+}
+
+impl Role {
+    /// Every role, in order of reach.
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Commander,
+        Role::PatrolOfficer,
+        Role::KioskOfficer,
+        Role::Volunteer,
+    ];
+
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Commander => "commander",
+            Role::PatrolOfficer => "patrol_officer",
+            Role::KioskOfficer => "kiosk_officer",
+            Role::Volunteer => "volunteer",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The authenticated caller, re-read from the database on every request so that a
+/// revoked login, a deactivated member or a changed role takes effect at once.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    /// Member id.
+    pub id: Uuid,
+    /// Current role.
+    pub role: Role,
+    /// Current unit.
+    pub unit_id: Option<Uuid>,
+    /// Materialised path of the unit (`/root/.../unit/`), for subtree checks.
+    pub unit_path: Option<String>,
+    /// Login session of the token.
+    pub session_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("this endpoint needs a bearer access token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let claims = state.keys.verify(token).map_err(|e| {
+            tracing::debug!(error = %e, "access token refused");
+            ApiError::unauthorized("the access token is invalid or expired")
+        })?;
+        let invalid = || ApiError::unauthorized("the access token is no longer valid");
+        let member = member::Entity::find_by_id(claims.sub)
+            .one(&state.db)
+            .await?
+            .filter(|m| m.active)
+            .ok_or_else(invalid)?;
+        let session = session::Entity::find_by_id(claims.sid)
+            .one(&state.db)
+            .await?
+            .filter(|s| s.member_id == member.id && s.revoked_at.is_none())
+            .ok_or_else(invalid)?;
+        let role = Role::parse(&member.role)
+            .ok_or_else(|| ApiError::internal("stored role is unknown"))?;
+        let unit_path = match member.unit_id {
+            Some(unit_id) => unit::Entity::find_by_id(unit_id)
+                .one(&state.db)
+                .await?
+                .map(|u| u.path),
+            None => None,
+        };
+        Ok(AuthUser {
+            id: member.id,
+            role,
+            unit_id: member.unit_id,
+            unit_path,
+            session_id: session.id,
+        })
+    }
+}
+
+impl AuthUser {
+    /// Admins and commanders manage the organisation; everyone else gets 403.
+    pub fn require_manager(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin | Role::Commander => Ok(()),
+            _ => Err(ApiError::forbidden(format!(
+                "a {} may only see and change their own records",
+                self.role.as_str()
+            ))),
+        }
+    }
+
+    /// The subtree this caller manages: `None` for everything (admin), else the unit path
+    /// prefix. Officers and volunteers manage nothing (they must be stopped before).
+    pub fn scope_prefix(&self) -> Scope {
+        match self.role {
+            Role::Admin => Scope::All,
+            Role::Commander => match &self.unit_path {
+                Some(path) => Scope::Subtree(path.clone()),
+                None => Scope::Nothing,
+            },
+            _ => Scope::Nothing,
+        }
+    }
+
+    /// Whether a unit (by its path) lies in the caller's scope.
+    pub fn sees_path(&self, path: &str) -> bool {
+        self.scope_prefix().contains(path)
+    }
+}
+
+/// The part of the organisation tree a caller manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole tree.
+    All,
+    /// The unit with this path and everything under it.
+    Subtree(String),
+    /// Nothing.
+    Nothing,
+}
+
+impl Scope {
+    /// Whether the unit with this path is inside.
+    pub fn contains(&self, path: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Subtree(prefix) => path.starts_with(prefix.as_str()),
+            Scope::Nothing => false,
+        }
+    }
+}

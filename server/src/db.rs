@@ -1,0 +1,149 @@
+//! Opening the database, checking that commits are durable, migrating, and the
+//! server's own stored secrets.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
+    Statement, sqlx,
+};
+
+use crate::{
+    settings::{Settings, SqliteSynchronous},
+    store::server_key,
+};
+
+/// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
+/// timeout on every connection; both backends are then checked for durable commits.
+pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url = &settings.database_url.0;
+    if !(url.starts_with("sqlite:") || settings.is_postgres()) {
+        bail!("the database URL must start with sqlite: or postgres://");
+    }
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(settings.db_max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let synchronous = settings.sqlite_synchronous;
+    options.map_sqlx_sqlite_opts(move |opts| {
+        opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
+                SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .create_if_missing(true)
+    });
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to {}", settings.database_url_redacted()))?;
+    check_durability(&db, settings).await?;
+    Ok(db)
+}
+
+/// Reads the durability settings back from the database and refuses weaker ones.
+pub async fn check_durability(db: &DatabaseConnection, settings: &Settings) -> anyhow::Result<()> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let journal = pragma(db, "journal_mode").await?;
+            if !journal.eq_ignore_ascii_case("wal") {
+                bail!("SQLite journal_mode is {journal}, not wal");
+            }
+            let sync = pragma(db, "synchronous").await?;
+            let want = match settings.sqlite_synchronous {
+                SqliteSynchronous::Full => "2",
+                SqliteSynchronous::Normal => "1",
+            };
+            if sync != want {
+                bail!("SQLite synchronous is {sync}, not {want} as configured");
+            }
+            let fk = pragma(db, "foreign_keys").await?;
+            if fk != "1" {
+                bail!("SQLite foreign_keys is {fk}, not on");
+            }
+            let busy = pragma(db, "busy_timeout").await?;
+            if busy.parse::<u64>().unwrap_or(0) == 0 {
+                bail!("SQLite busy_timeout is not set");
+            }
+        }
+        DbBackend::Postgres => {
+            for name in ["fsync", "synchronous_commit"] {
+                let value = show(db, name).await?;
+                if value.eq_ignore_ascii_case("off") {
+                    if settings.allow_unsafe_durability {
+                        tracing::warn!(
+                            setting = name,
+                            "PostgreSQL {name} is off: acknowledged data may be lost on a crash"
+                        );
+                    } else {
+                        bail!(
+                            "PostgreSQL {name} is off, so acknowledged check-ins could be lost; \
+                             turn it on or set PATROL_ALLOW_UNSAFE_DURABILITY=true"
+                        );
+                    }
+                }
+            }
+        }
+        other => bail!("unsupported database backend {other:?}"),
+    }
+    Ok(())
+}
+
+async fn pragma(db: &DatabaseConnection, name: &str) -> anyhow::Result<String> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            format!("PRAGMA {name}"),
+        ))
+        .await?
+        .with_context(|| format!("PRAGMA {name} returned nothing"))?;
+    if let Ok(v) = row.try_get_by_index::<String>(0) {
+        return Ok(v);
+    }
+    Ok(row.try_get_by_index::<i64>(0)?.to_string())
+}
+
+async fn show(db: &DatabaseConnection, name: &str) -> anyhow::Result<String> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SHOW {name}"),
+        ))
+        .await?
+        .with_context(|| format!("SHOW {name} returned nothing"))?;
+    Ok(row.try_get_by_index::<String>(0)?)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await.context("applying migrations")
+}
+
+/// The signing secret to use when the operator gave none: generated once, stored with the
+/// data so that tokens survive restarts, and shared by every process on the database.
+pub async fn stored_jwt_secret(db: &DatabaseConnection) -> anyhow::Result<String> {
+    const NAME: &str = "jwt_secret";
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let fresh = server_key::ActiveModel {
+        name: sea_orm::Set(NAME.to_owned()),
+        value: sea_orm::Set(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)),
+        created_at: sea_orm::Set(chrono::Utc::now()),
+    };
+    // Two processes starting at once both try; the first insert wins and both read it back.
+    server_key::Entity::insert(fresh)
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+    let stored = server_key::Entity::find_by_id(NAME.to_owned())
+        .one(db)
+        .await?
+        .context("stored jwt secret vanished")?;
+    Ok(stored.value)
+}

@@ -1,0 +1,197 @@
+//! Extractors whose rejections are our own problem+json errors: JSON bodies, path and
+//! query parameters. Each names the bad field where it can.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Path, Request, rejection::PathRejection},
+    http::{header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, state::AppState};
+
+/// A JSON request body, deserialised with the path of the first bad field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads the whole body, answering 413 when it is over the configured limit.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(state.settings.max_body_bytes)
+        } else {
+            ApiError::malformed(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+/// Parses JSON, answering 400 for bytes that are not JSON and 422 naming the field for
+/// JSON of the wrong shape.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::malformed(
+            "the request body is empty; a JSON object was expected",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                ApiError::field(field_of(&path, &message), message)
+            }
+            _ => ApiError::malformed(format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The field an error is about: the deserialiser's path, or for unknown and missing
+/// fields the name in backticks, joined to the path of the object that holds it.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (path, Some(name)) if !path.ends_with(name) => format!("{path}.{name}"),
+        (path, _) => path.to_owned(),
+    }
+}
+
+/// Path parameters; a value of the wrong form (an id that is not a UUID) is a 422.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                use axum::extract::path::ErrorKind;
+                let (field, message) = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, value, .. } => {
+                        (key.clone(), format!("{value:?} is not a valid value"))
+                    }
+                    ErrorKind::ParseError { value, .. } => {
+                        ("id".to_owned(), format!("{value:?} is not a valid id"))
+                    }
+                    other => ("path".to_owned(), other.to_string()),
+                };
+                Err(ApiError::field(field, message))
+            }
+            Err(other) => Err(ApiError::malformed(other.body_text())),
+        }
+    }
+}
+
+/// Query parameters, deserialised with the name of the first bad one.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let message = err.into_inner().to_string();
+                ApiError::field(field_of(&path, &message), message)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        size: u32,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        x: u8,
+    }
+
+    fn field(body: &str) -> String {
+        let err = parse_json::<Body>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "validation_failed", "{err:?}");
+        format!("{err:?}")
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        assert!(field(r#"{"name":"a","size":1,"colour":2}"#).contains("field: \"colour\""));
+        assert!(field(r#"{"name":"a"}"#).contains("field: \"size\""));
+        assert!(field(r#"{"name":"a","size":-1}"#).contains("field: \"size\""));
+        assert!(field(r#"{"name":"a","size":1,"inner":{"x":300}}"#).contains("field: \"inner.x\""));
+        assert!(field(r#"{"name":"a","size":1,"inner":{"y":1}}"#).contains("field: \"inner.y\""));
+    }
+
+    #[test]
+    fn bad_json_is_malformed() {
+        for body in ["", "{", "{\"name\":\"a\",\"size\":1} trailing", "nul"] {
+            let err = parse_json::<Body>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), "malformed_request", "{body}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The patrol service: GPS check-ins from patrol officers, volunteers and kiosk duty
+//! officers, checked against duty rosters.
+
+pub mod auth;
+pub mod cli;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod pagination;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod validate;
+
+use std::{any::Any, future::Future};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{Method, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, ApiResult};
+pub use settings::Settings;
+pub use state::AppState;
+
+/// Opens and migrates the database and builds the shared state.
+pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
+    let db = db::connect(&settings).await?;
+    db::migrate(&db).await?;
+    AppState::new(db, settings).await
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes::router();
+    router
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi()
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests up to
+/// the configured grace period, and closes the database pool.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = state.settings.shutdown_timeout;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tracing::info!("shutting down: finishing in-flight requests");
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
+    }
+    state.db.close_by_ref().await.ok();
+    Ok(())
+}
+
+async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}

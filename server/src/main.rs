@@ -1,0 +1,147 @@
+//! `patrol`: the service and its administration commands.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use patrol_server::{Settings, cli, db, settings::SettingsArgs, telemetry};
+
+/// Patrol check-ins and duty coverage for a city district.
+#[derive(Parser)]
+#[command(name = "patrol", version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (migrates the database first)
+    Serve,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Manage members
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the OpenAPI document (the content of api-spec/openapi.json)
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a member; the password comes from PATROL_PASSWORD, else it is prompted for
+    Add {
+        /// Login name (lower-case letters, digits, '.', '_', '-')
+        username: String,
+        /// admin, commander, patrol_officer, kiosk_officer or volunteer
+        #[arg(long)]
+        role: String,
+        /// Code of the member's unit (required for every role but admin)
+        #[arg(long, value_name = "CODE")]
+        unit: Option<String>,
+        /// Name shown to others (default: the username)
+        #[arg(long, value_name = "NAME")]
+        display_name: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", patrol_server::openapi().to_pretty_json()?);
+        return Ok(());
+    }
+    let settings = Settings::load(cli.settings)?;
+    telemetry::init(settings.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command, settings))
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let bind = settings.bind;
+            tracing::info!(database = %settings.database_url_redacted(), "starting");
+            let state = patrol_server::start(settings).await?;
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("listening on {bind}"))?;
+            tracing::info!("listening on http://{}", listener.local_addr()?);
+            patrol_server::serve(listener, state, shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            let db = db::connect(&settings).await?;
+            db::migrate(&db).await?;
+            println!("migrations applied to {}", settings.database_url_redacted());
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    username,
+                    role,
+                    unit,
+                    display_name,
+                },
+        } => {
+            let password = match std::env::var("PATROL_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => prompt_password()?,
+            };
+            let state = patrol_server::start(settings).await?;
+            let id = cli::add_user(
+                &state,
+                &username,
+                &role,
+                unit.as_deref(),
+                display_name.as_deref(),
+                password,
+            )
+            .await?;
+            println!("added {username} ({role}) with id {id}");
+        }
+        Command::Openapi => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}
+
+fn prompt_password() -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "set PATROL_PASSWORD or run this command in a terminal to be asked for the password"
+        );
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Password again: ")?;
+    if first != second {
+        anyhow::bail!("the two passwords differ");
+    }
+    Ok(first)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

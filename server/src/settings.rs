@@ -1,0 +1,384 @@
+//! Settings: command-line flags, then `PATROL_*` environment variables, then an
+//! optional TOML file, then defaults. Secrets are never printed.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// The default database: a SQLite file in the working directory, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://patrol.db?mode=rwc";
+
+/// Settings as given on the command line or in the environment (clap resolves flag > env).
+#[derive(Args, Debug, Default, Clone)]
+pub struct SettingsArgs {
+    /// TOML file with settings (keys as below, in snake_case); flags and PATROL_* variables win over it
+    #[arg(long, global = true, env = "PATROL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE?mode=rwc or postgres://USER@HOST/DB [default: sqlite://patrol.db?mode=rwc]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, global = true, env = "PATROL_BIND", value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Secret that signs access tokens (HS256); generated once and kept in the database when unset
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// The previous signing secret, still accepted for verification during a key rotation
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_JWT_PREVIOUS_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_previous_secret: Option<String>,
+    /// Time zone of days, months and roster patterns [default: Asia/Shanghai]
+    #[arg(long, global = true, env = "PATROL_TIMEZONE", value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// Log line format: text or json [default: text]
+    #[arg(long, global = true, env = "PATROL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// SQLite synchronous mode: full or normal (normal may lose the last commits on power loss) [default: full]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_SQLITE_SYNCHRONOUS",
+        value_name = "MODE"
+    )]
+    pub sqlite_synchronous: Option<String>,
+    /// Start on a PostgreSQL server whose fsync or synchronous_commit is off [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_ALLOW_UNSAFE_DURABILITY",
+        value_name = "BOOL"
+    )]
+    pub allow_unsafe_durability: Option<bool>,
+    /// Lifetime of an access token in seconds [default: 900]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_ACCESS_TOKEN_TTL_S",
+        value_name = "SECONDS"
+    )]
+    pub access_token_ttl_s: Option<u64>,
+    /// Lifetime of a refresh token in seconds [default: 2592000, 30 days]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_REFRESH_TOKEN_TTL_S",
+        value_name = "SECONDS"
+    )]
+    pub refresh_token_ttl_s: Option<u64>,
+    /// Largest request body accepted, in bytes [default: 4194304]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_MAX_BODY_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds to let in-flight requests finish after SIGINT/SIGTERM [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_SHUTDOWN_TIMEOUT_S",
+        value_name = "SECONDS"
+    )]
+    pub shutdown_timeout_s: Option<u64>,
+    /// Largest number of pooled database connections [default: 16]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_DB_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub db_max_connections: Option<u32>,
+}
+
+/// The same keys, read from the optional TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    database_url: Option<String>,
+    bind: Option<SocketAddr>,
+    jwt_secret: Option<String>,
+    jwt_previous_secret: Option<String>,
+    timezone: Option<String>,
+    log_format: Option<String>,
+    sqlite_synchronous: Option<String>,
+    allow_unsafe_durability: Option<bool>,
+    access_token_ttl_s: Option<u64>,
+    refresh_token_ttl_s: Option<u64>,
+    max_body_bytes: Option<usize>,
+    shutdown_timeout_s: Option<u64>,
+    db_max_connections: Option<u32>,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// How SQLite flushes commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// Every commit is flushed to disk before it is acknowledged.
+    Full,
+    /// WAL commits are flushed at checkpoints; a power loss may lose the last ones.
+    Normal,
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The resolved settings of a running service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Database URL (may hold a password: log it with [`Settings::database_url_redacted`]).
+    pub database_url: Secret,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Signing secret given by the operator; `None` means use the stored generated one.
+    pub jwt_secret: Option<Secret>,
+    /// Previous signing secret, still accepted for verification.
+    pub jwt_previous_secret: Option<Secret>,
+    /// Time zone of days, months and roster patterns (IANA name).
+    pub timezone: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// SQLite synchronous mode.
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// Whether to start on a PostgreSQL server that does not flush commits.
+    pub allow_unsafe_durability: bool,
+    /// Access token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Pool size.
+    pub db_max_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::resolve(SettingsArgs::default(), SettingsFile::default())
+            .expect("defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Resolves flags and environment (already merged by clap) over the TOML file and defaults.
+    pub fn load(args: SettingsArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading settings file {}", path.display()))?;
+                toml::from_str::<SettingsFile>(&text)
+                    .with_context(|| format!("parsing settings file {}", path.display()))?
+            }
+            None => SettingsFile::default(),
+        };
+        Settings::resolve(args, file)
+    }
+
+    fn resolve(args: SettingsArgs, file: SettingsFile) -> anyhow::Result<Settings> {
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format must be text or json, not {other:?}"),
+        };
+        let sqlite_synchronous = match args
+            .sqlite_synchronous
+            .or(file.sqlite_synchronous)
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("full") => SqliteSynchronous::Full,
+            Some("normal") => SqliteSynchronous::Normal,
+            Some(other) => bail!("sqlite_synchronous must be full or normal, not {other:?}"),
+        };
+        let timezone = args
+            .timezone
+            .or(file.timezone)
+            .unwrap_or_else(|| "Asia/Shanghai".to_owned());
+        if timezone.parse::<chrono_tz::Tz>().is_err() {
+            bail!("timezone {timezone:?} is not an IANA time zone name");
+        }
+        let nonempty = |s: Option<String>, name: &str| -> anyhow::Result<Option<Secret>> {
+            match s {
+                Some(s) if s.len() < 16 => bail!("{name} must be at least 16 characters"),
+                Some(s) => Ok(Some(Secret(s))),
+                None => Ok(None),
+            }
+        };
+        let access_token_ttl_s = args
+            .access_token_ttl_s
+            .or(file.access_token_ttl_s)
+            .unwrap_or(900);
+        let refresh_token_ttl_s = args
+            .refresh_token_ttl_s
+            .or(file.refresh_token_ttl_s)
+            .unwrap_or(30 * 24 * 3600);
+        if !(30..=86_400).contains(&access_token_ttl_s) {
+            bail!("access_token_ttl_s must be between 30 and 86400");
+        }
+        if refresh_token_ttl_s < access_token_ttl_s {
+            bail!("refresh_token_ttl_s must not be shorter than access_token_ttl_s");
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(4 << 20);
+        if max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        let db_max_connections = args
+            .db_max_connections
+            .or(file.db_max_connections)
+            .unwrap_or(16);
+        if db_max_connections == 0 {
+            bail!("db_max_connections must be at least 1");
+        }
+        Ok(Settings {
+            database_url: Secret(
+                args.database_url
+                    .or(file.database_url)
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            ),
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            jwt_secret: nonempty(args.jwt_secret.or(file.jwt_secret), "jwt_secret")?,
+            jwt_previous_secret: nonempty(
+                args.jwt_previous_secret.or(file.jwt_previous_secret),
+                "jwt_previous_secret",
+            )?,
+            timezone,
+            log_format,
+            sqlite_synchronous,
+            allow_unsafe_durability: args
+                .allow_unsafe_durability
+                .or(file.allow_unsafe_durability)
+                .unwrap_or(false),
+            access_token_ttl: Duration::from_secs(access_token_ttl_s),
+            refresh_token_ttl: Duration::from_secs(refresh_token_ttl_s),
+            max_body_bytes,
+            shutdown_timeout: Duration::from_secs(
+                args.shutdown_timeout_s
+                    .or(file.shutdown_timeout_s)
+                    .unwrap_or(30),
+            ),
+            db_max_connections,
+        })
+    }
+
+    /// The database URL with any password replaced by `***`, fit for a log line.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url.0)
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        let url = &self.database_url.0;
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{redacted}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let args = SettingsArgs {
+            bind: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Default::default()
+        };
+        let file: SettingsFile =
+            toml::from_str("bind = \"0.0.0.0:1\"\ntimezone = \"Europe/Berlin\"").unwrap();
+        let s = Settings::resolve(args, file).unwrap();
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.timezone, "Europe/Berlin");
+        assert_eq!(s.database_url.0, DEFAULT_DATABASE_URL);
+        assert_eq!(s.sqlite_synchronous, SqliteSynchronous::Full);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<SettingsFile>("bnd = 1").is_err());
+        let args = SettingsArgs {
+            timezone: Some("Mars/Olympus".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(args, SettingsFile::default()).is_err());
+        let args = SettingsArgs {
+            jwt_secret: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(args, SettingsFile::default()).is_err());
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_not_printed() {
+        let args = SettingsArgs {
+            jwt_secret: Some("a-very-secret-signing-key".into()),
+            database_url: Some("postgres://patrol:hunter2@db/patrol".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, SettingsFile::default()).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("a-very-secret"));
+        assert!(!debug.contains("hunter2"));
+        assert_eq!(s.database_url_redacted(), "postgres://patrol:***@db/patrol");
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared state of the running service, cheap to clone.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{auth::jwt::JwtKeys, db, metrics::Metrics, settings::Settings};
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub db: DatabaseConnection,
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// Token signing keys.
+    pub keys: Arc<JwtKeys>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Builds the state on a migrated database. Without an operator-given secret the
+    /// stored generated one is used (and created on first start).
+    pub async fn new(db: DatabaseConnection, settings: Settings) -> anyhow::Result<AppState> {
+        let current = match &settings.jwt_secret {
+            Some(secret) => secret.0.clone(),
+            None => {
+                tracing::warn!(
+                    "PATROL_JWT_SECRET is not set: using a secret generated and stored in the database; \
+                     production should set one"
+                );
+                db::stored_jwt_secret(&db).await?
+            }
+        };
+        let keys = JwtKeys::new(
+            &current,
+            settings.jwt_previous_secret.as_ref().map(|s| s.0.as_str()),
+            settings.access_token_ttl,
+        )?;
+        Ok(AppState {
+            db,
+            settings: Arc::new(settings),
+            keys: Arc::new(keys),
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! sea-orm entities and the queries the routes share.
+
+pub mod login_failure;
+pub mod member;
+pub mod refresh_token;
+pub mod server_key;
+pub mod session;
+pub mod team;
+pub mod team_member;
+pub mod unit;
