@@ -1,1 +1,398 @@
-pub fn x() {}
+//! Test harness: a real `patrol` server on `127.0.0.1:0` with its own fresh database
+//! (a temporary SQLite file, or a new PostgreSQL database when
+//! `PATROL_TEST_DATABASE_URL` is set), and a small HTTP client.
+
+use std::time::Duration;
+
+use patrol_server::{AppState, Settings, settings::Secret};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The signing secret of every test server, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test-signing-secret-0123456789abcdef";
+/// Password of every member the fixtures create.
+pub const PASSWORD: &str = "correct horse battery";
+
+enum TestDb {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Dropped from a plain thread: the test's runtime may be shutting down.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let admin = Database::connect(&admin_url).await.ok()?;
+                    admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await
+                        .ok()?;
+                    admin.close().await.ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Whether the suite runs against PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("PATROL_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let slash = base.rfind('/').expect("a database URL has a path");
+    let mut out = format!("{}/{name}", &base[..slash]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn fresh_database() -> (String, TestDb) {
+    match std::env::var("PATROL_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("patrol_t_{}", Uuid::new_v4().simple());
+            let admin = Database::connect(&admin_url)
+                .await
+                .expect("connect to PATROL_TEST_DATABASE_URL");
+            // Concurrent CREATE DATABASE from one template can collide; retry briefly.
+            let mut attempt = 0;
+            loop {
+                match admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if attempt < 50 => {
+                        attempt += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("creating test database: {e}"),
+                }
+            }
+            admin.close().await.ok();
+            (
+                with_database(&admin_url, &name),
+                TestDb::Postgres { admin_url, name },
+            )
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/patrol.db?mode=rwc", dir.path().display());
+            (url, TestDb::Sqlite(dir))
+        }
+    }
+}
+
+/// A running server on its own database.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The server's state (database pool and settings).
+    pub state: AppState,
+    client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _db: TestDb,
+}
+
+/// An answer: status, headers and the body as JSON (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body as JSON.
+    pub body: Value,
+    /// Body as text.
+    pub text: String,
+}
+
+impl Answer {
+    /// The `content-type` header.
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "status of {self:#?}");
+        assert_eq!(self.content_type(), "application/problem+json", "{self:#?}");
+        assert_eq!(self.body["status"], status, "{self:#?}");
+        assert_eq!(self.body["code"], code, "{self:#?}");
+        assert!(self.body["title"].is_string(), "{self:#?}");
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{self:#?}"
+        );
+    }
+}
+
+impl TestServer {
+    /// Starts a server with default settings on a fresh database.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server after letting the caller adjust the settings.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
+        let (url, db) = fresh_database().await;
+        let mut settings = Settings {
+            database_url: Secret(url),
+            jwt_secret: Some(Secret(JWT_SECRET.to_owned())),
+            db_max_connections: 4,
+            shutdown_timeout: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        let state = patrol_server::start(settings).await.expect("server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            patrol_server::serve(listener, serve_state, async {
+                rx.await.ok();
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            base,
+            state,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            shutdown: Some(tx),
+            task: Some(task),
+            _db: db,
+        }
+    }
+
+    /// Stops the server and waits until it has closed its pool.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Answer::from(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends a raw request built by the caller.
+    pub async fn raw(
+        &self,
+        build: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Answer {
+        let req = build(&self.client, &self.base);
+        Answer::from(req.send().await.expect("request sent")).await
+    }
+
+    /// GET with a token.
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    /// POST JSON with a token.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// PATCH JSON with a token.
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// DELETE with a token.
+    pub async fn delete(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Logs in and returns the whole token answer.
+    pub async fn login(&self, username: &str, password: &str) -> Answer {
+        self.send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": password})),
+        )
+        .await
+    }
+
+    /// Logs in with [`PASSWORD`] and returns the access token.
+    pub async fn token(&self, username: &str) -> String {
+        let a = self.login(username, PASSWORD).await;
+        assert_eq!(a.status, StatusCode::OK, "login of {username}: {a:#?}");
+        a.body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Creates the first admin the way `patrol user add` does, and returns a token.
+    pub async fn admin(&self) -> String {
+        patrol_server::cli::add_user(
+            &self.state,
+            "admin",
+            "admin",
+            None,
+            Some("Administrator"),
+            PASSWORD.to_owned(),
+        )
+        .await
+        .expect("admin created");
+        self.token("admin").await
+    }
+}
+
+impl Answer {
+    async fn from(res: reqwest::Response) -> Answer {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A small district: a district with two streets, a community under the first street,
+/// and a commander, a patrol officer, a kiosk officer and a volunteer in street one, plus
+/// a commander and an officer in street two.
+pub struct Org {
+    /// Admin token.
+    pub admin: String,
+    /// District id.
+    pub district: Uuid,
+    /// First street id.
+    pub street1: Uuid,
+    /// Second street id.
+    pub street2: Uuid,
+    /// Community under the first street.
+    pub community1: Uuid,
+    /// Member ids by username.
+    pub members: std::collections::HashMap<String, Uuid>,
+}
+
+impl Org {
+    /// Builds the district through the API.
+    pub async fn create(s: &TestServer) -> Org {
+        let admin = s.admin().await;
+        let unit = |code: &str, kind: &str, parent: Option<Uuid>| json!({"code": code, "name": format!("Unit {code}"), "kind": kind, "parent_id": parent});
+        let district = id(&s
+            .post("/api/v1/units", &admin, unit("D1", "district", None))
+            .await);
+        let street1 = id(&s
+            .post(
+                "/api/v1/units",
+                &admin,
+                unit("S1", "street", Some(district)),
+            )
+            .await);
+        let street2 = id(&s
+            .post(
+                "/api/v1/units",
+                &admin,
+                unit("S2", "street", Some(district)),
+            )
+            .await);
+        let community1 = id(&s
+            .post(
+                "/api/v1/units",
+                &admin,
+                unit("C1", "community", Some(street1)),
+            )
+            .await);
+        let mut members = std::collections::HashMap::new();
+        for (username, role, unit) in [
+            ("cmd1", "commander", street1),
+            ("officer1", "patrol_officer", community1),
+            ("kiosk1", "kiosk_officer", street1),
+            ("vol1", "volunteer", community1),
+            ("cmd2", "commander", street2),
+            ("officer2", "patrol_officer", street2),
+        ] {
+            let a = s
+                .post(
+                    "/api/v1/members",
+                    &admin,
+                    json!({"username": username, "role": role, "unit_id": unit, "password": PASSWORD}),
+                )
+                .await;
+            members.insert(username.to_owned(), id(&a));
+        }
+        Org {
+            admin,
+            district,
+            street1,
+            street2,
+            community1,
+            members,
+        }
+    }
+}
+
+/// The `id` of a 201/200 answer, asserting success.
+pub fn id(a: &Answer) -> Uuid {
+    assert!(a.status.is_success(), "expected success: {a:#?}");
+    a.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id in answer")
+}
