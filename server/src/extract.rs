@@ -58,21 +58,54 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; a JSON object was expected",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = strip_position(&inner.to_string());
-                ApiError::field(field_of(&path, &message), message)
-            }
-            _ => ApiError::malformed(format!("the request body is not valid JSON: {inner}")),
-        }
-    })?;
-    de.end()
+    // Well-formedness first, so that bad JSON is always a 400 whatever its shape.
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+    if let Some(field) = find_nul(&value, String::new()) {
+        return Err(ApiError::field(
+            field,
+            "text must not contain NUL characters",
+        ));
+    }
+    let value = serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.into_inner().to_string());
+        ApiError::field(field_of(&path, &message), message)
+    })?;
     Ok(value)
+}
+
+/// The path of the first string (value or key) holding a NUL character, which no
+/// database stores as text.
+fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let name = |p: &str| {
+        if p.is_empty() {
+            "body".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(name(&path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(name(&path))
+            } else {
+                find_nul(v, p)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn strip_position(message: &str) -> String {
@@ -118,6 +151,9 @@ where
                     }
                     ErrorKind::ParseError { value, .. } => {
                         ("id".to_owned(), format!("{value:?} is not a valid id"))
+                    }
+                    ErrorKind::DeserializeError { key, value, .. } => {
+                        (key.clone(), format!("{value:?} is not a valid value"))
                     }
                     other => ("path".to_owned(), other.to_string()),
                 };
@@ -185,6 +221,12 @@ mod tests {
         assert!(field(r#"{"name":"a","size":-1}"#).contains("field: \"size\""));
         assert!(field(r#"{"name":"a","size":1,"inner":{"x":300}}"#).contains("field: \"inner.x\""));
         assert!(field(r#"{"name":"a","size":1,"inner":{"y":1}}"#).contains("field: \"inner.y\""));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_their_path() {
+        let err = parse_json::<serde_json::Value>(br#"{"a":[1,{"b":"x\u0000"}]}"#).unwrap_err();
+        assert!(format!("{err:?}").contains("field: \"a[1].b\""), "{err:?}");
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! Every error class answers problem+json with a stable code, including the framework's
+//! own rejections, and nothing a client sends causes a 500.
+
+use api_tests::{Org, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_rejections_are_problems() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+
+    // Unknown route, with and without the API prefix.
+    s.get("/api/v1/nothing-here", &admin)
+        .await
+        .assert_problem(404, "not_found");
+    s.raw(|c, b| c.get(format!("{b}/nothing")))
+        .await
+        .assert_problem(404, "not_found");
+    // Wrong method.
+    s.send(Method::DELETE, "/api/v1/me", Some(&admin), None)
+        .await
+        .assert_problem(405, "method_not_allowed");
+    s.send(Method::PUT, "/api/v1/units", Some(&admin), None)
+        .await
+        .assert_problem(405, "method_not_allowed");
+    // Missing and malformed auth.
+    s.send(Method::GET, "/api/v1/units", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let a = s
+        .raw(|c, b| {
+            c.get(format!("{b}/api/v1/units"))
+                .header("authorization", "Token abc")
+        })
+        .await;
+    a.assert_problem(401, "unauthorized");
+    assert!(a.headers.contains_key("www-authenticate"));
+    // Wrong content type.
+    s.raw(|c, b| {
+        c.post(format!("{b}/api/v1/units"))
+            .bearer_auth(&admin)
+            .header("content-type", "text/plain")
+            .body("{}")
+    })
+    .await
+    .assert_problem(415, "unsupported_media_type");
+    // No content type at all.
+    s.raw(|c, b| {
+        c.post(format!("{b}/api/v1/units"))
+            .bearer_auth(&admin)
+            .body("{}")
+    })
+    .await
+    .assert_problem(415, "unsupported_media_type");
+    // Not JSON, empty, truncated, trailing bytes.
+    for body in ["not json", "", "{\"code\": ", "{} {}"] {
+        s.raw(|c, b| {
+            c.post(format!("{b}/api/v1/units"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(body)
+        })
+        .await
+        .assert_problem(400, "malformed_request");
+    }
+    // Login has its own throttle class.
+    for _ in 0..5 {
+        s.login("admin", "wrong").await;
+    }
+    s.login("admin", "wrong")
+        .await
+        .assert_problem(429, "rate_limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413() {
+    // A small limit, so that the client finishes sending before the server answers.
+    let s = TestServer::start_with(|settings| settings.max_body_bytes = 16 * 1024).await;
+    let admin = s.admin().await;
+    let big = format!("{{\"code\":\"{}\"}}", "x".repeat(40 * 1024));
+    for path in ["/api/v1/units", "/api/v1/auth/login"] {
+        let a = s
+            .raw(|c, b| {
+                c.post(format!("{b}{path}"))
+                    .bearer_auth(&admin)
+                    .header("content-type", "application/json")
+                    .body(big.clone())
+            })
+            .await;
+        a.assert_problem(413, "payload_too_large");
+        assert!(
+            a.body["detail"].as_str().unwrap().contains("16384"),
+            "{a:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_problems_name_each_field() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let admin = &org.admin;
+
+    // Unknown field.
+    let a = s
+        .post("/api/v1/units", admin, json!({"code": "X", "name": "X", "kind": "street", "parent_id": org.district, "colour": "red"}))
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "colour");
+    // Missing field.
+    let a = s
+        .post(
+            "/api/v1/units",
+            admin,
+            json!({"code": "X", "kind": "street"}),
+        )
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "name");
+    // Wrong type and unknown enum value.
+    let a = s
+        .post(
+            "/api/v1/units",
+            admin,
+            json!({"code": 5, "name": "X", "kind": "street"}),
+        )
+        .await;
+    assert_eq!(a.body["errors"][0]["field"], "code");
+    let a = s
+        .post(
+            "/api/v1/units",
+            admin,
+            json!({"code": "X", "name": "X", "kind": "planet"}),
+        )
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "kind");
+    // Several bad values at once are all named.
+    let a = s
+        .post("/api/v1/members", admin, json!({"username": "A B", "role": "volunteer", "password": "short", "display_name": " "}))
+        .await;
+    a.assert_problem(422, "validation_failed");
+    let fields: Vec<&str> = a.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in ["username", "display_name", "password", "unit_id"] {
+        assert!(fields.contains(&f), "{f} not in {fields:?}");
+    }
+    // A path id that is not a UUID.
+    let a = s.get("/api/v1/units/not-a-uuid", admin).await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "id");
+    // Bad query parameters.
+    let a = s.get("/api/v1/units?limit=0", admin).await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "limit");
+    let a = s.get("/api/v1/units?limit=abc", admin).await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "limit");
+    s.get("/api/v1/units?limit=1001", admin)
+        .await
+        .assert_problem(422, "validation_failed");
+    let a = s.get("/api/v1/members?cursor=%%%", admin).await;
+    a.assert_problem(422, "validation_failed");
+    let a = s.get("/api/v1/members?cursor=AAAA", admin).await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "cursor");
+    let a = s.get("/api/v1/teams?kind=nonsense", admin).await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "kind");
+    // A team naming a member that does not exist: the index is named.
+    let a = s
+        .post(
+            "/api/v1/teams",
+            admin,
+            json!({"code": "T", "name": "T", "kind": "grid_patrol", "unit_id": org.street1,
+                   "member_ids": [org.members["officer1"], uuid::Uuid::now_v7()]}),
+        )
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "member_ids[1]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_and_missing_records_are_problems() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let admin = &org.admin;
+    s.post(
+        "/api/v1/units",
+        admin,
+        json!({"code": "S1", "name": "again", "kind": "street", "parent_id": org.district}),
+    )
+    .await
+    .assert_problem(409, "conflict");
+    s.post("/api/v1/members", admin, json!({"username": "cmd1", "role": "volunteer", "unit_id": org.street1, "password": "long enough"}))
+        .await
+        .assert_problem(409, "conflict");
+    // A unit with members or children cannot go.
+    s.delete(&format!("/api/v1/units/{}", org.street1), admin)
+        .await
+        .assert_problem(409, "conflict");
+    let missing = uuid::Uuid::now_v7();
+    for path in ["units", "members", "teams"] {
+        s.get(&format!("/api/v1/{path}/{missing}"), admin)
+            .await
+            .assert_problem(404, "not_found");
+        s.delete(&format!("/api/v1/{path}/{missing}"), admin)
+            .await
+            .assert_problem(404, "not_found");
+    }
+    // You cannot delete yourself.
+    let me = s.get("/api/v1/me", admin).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.delete(&format!("/api/v1/members/{me}"), admin)
+        .await
+        .assert_problem(409, "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_strings_never_cause_a_server_error() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let nasty = [
+        "'; DROP TABLE units; --",
+        "\u{0}",
+        "%_%",
+        "😀".repeat(300).as_str(),
+        "\\\"",
+        "a\u{202e}b",
+    ]
+    .map(str::to_owned);
+    for (i, text) in nasty.iter().enumerate() {
+        for body in [
+            json!({"code": text, "name": text, "kind": "community", "parent_id": org.street1}),
+            json!({"code": format!("ok{i}"), "name": text, "kind": "community", "parent_id": org.street1}),
+        ] {
+            let a = s.post("/api/v1/units", &org.admin, body).await;
+            assert!(
+                a.status.is_success() || a.status.is_client_error(),
+                "{a:#?}"
+            );
+        }
+        let a = s.login(text, text).await;
+        assert!(a.status.is_client_error(), "{a:#?}");
+        let a = s
+            .get(
+                &format!("/api/v1/units?cursor={}", urlencode(text)),
+                &org.admin,
+            )
+            .await;
+        assert!(a.status.is_client_error(), "{a:#?}");
+    }
+    assert_eq!(
+        s.get("/api/v1/units", &org.admin).await.status,
+        StatusCode::OK
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
