@@ -147,3 +147,44 @@ pub async fn stored_jwt_secret(db: &DatabaseConnection) -> anyhow::Result<String
         .context("stored jwt secret vanished")?;
     Ok(stored.value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Secret;
+
+    #[tokio::test]
+    async fn sqlite_without_wal_or_full_sync_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/plain.db?mode=rwc", dir.path().display());
+        // A pool opened without our options: rollback journal, synchronous NORMAL… not WAL.
+        let plain = Database::connect(&url).await.unwrap();
+        plain
+            .execute_unprepared("PRAGMA journal_mode=DELETE")
+            .await
+            .unwrap();
+        let settings = Settings {
+            database_url: Secret(url.clone()),
+            ..Settings::default()
+        };
+        let err = check_durability(&plain, &settings).await.unwrap_err();
+        assert!(err.to_string().contains("journal_mode"), "{err}");
+        plain.close().await.unwrap();
+
+        // Our own connection passes, and a mismatch with the configured level is caught.
+        let db = connect(&settings).await.unwrap();
+        check_durability(&db, &settings).await.unwrap();
+        db.close().await.unwrap();
+        let one = Settings {
+            db_max_connections: 1,
+            ..settings.clone()
+        };
+        let single = connect(&one).await.unwrap();
+        single
+            .execute_unprepared("PRAGMA synchronous=OFF")
+            .await
+            .unwrap();
+        let err = check_durability(&single, &one).await.unwrap_err();
+        assert!(err.to_string().contains("synchronous"), "{err}");
+    }
+}

@@ -15,9 +15,17 @@ pub const JWT_SECRET: &str = "test-signing-secret-0123456789abcdef";
 /// Password of every member the fixtures create.
 pub const PASSWORD: &str = "correct horse battery";
 
-enum TestDb {
+/// A database made for one test, dropped (PostgreSQL) or deleted (SQLite) with it.
+pub enum TestDb {
+    /// A temporary directory holding the SQLite file.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    /// A database on the server of `PATROL_TEST_DATABASE_URL`.
+    Postgres {
+        /// URL of the administrative database.
+        admin_url: String,
+        /// Name of the test database.
+        name: String,
+    },
 }
 
 impl Drop for TestDb {
@@ -65,7 +73,8 @@ fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-async fn fresh_database() -> (String, TestDb) {
+/// Makes a fresh database and returns its URL.
+pub async fn fresh_database() -> (String, TestDb) {
     match std::env::var("PATROL_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
             let name = format!("patrol_t_{}", Uuid::new_v4().simple());
