@@ -63,10 +63,8 @@ impl Served {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = reqwest::blocking_get(&format!("{base}/healthz")) {
-                if r {
-                    break;
-                }
+            if reqwest::blocking_get(&format!("{base}/healthz")).unwrap_or(false) {
+                break;
             }
             if let Some(status) = child.try_wait().unwrap() {
                 let out: Vec<String> = lines.try_iter().collect();
