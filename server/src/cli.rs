@@ -1,4 +1,4 @@
-//! Command-line administration: `patrol user add`.
+//! Command-line administration: `patrol user add`, `patrol import posts`.
 
 use anyhow::{Context, bail};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -68,4 +68,42 @@ pub async fn add_user(
 
 fn problem_text(e: crate::error::ApiError) -> String {
     e.to_string()
+}
+
+/// Imports posts from a GeoJSON file with a progress bar, as an admin would.
+pub async fn import_posts(
+    state: &AppState,
+    file: &std::path::Path,
+    datum: Option<&str>,
+) -> anyhow::Result<crate::routes::posts::ImportReport> {
+    let datum = match datum {
+        Some(d) => Some(
+            serde_json::from_value::<crate::domain::datum::Datum>(serde_json::Value::String(
+                d.to_owned(),
+            ))
+            .map_err(|_| anyhow::anyhow!("--datum must be wgs84, gcj02 or bd09, not {d:?}"))?,
+        ),
+        None => None,
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let collection: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let total = collection["features"].as_array().map_or(0, Vec::len) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} features {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = crate::routes::posts::import_collection(
+        state,
+        &crate::auth::Scope::All,
+        &collection,
+        datum,
+        |done| bar.set_position(done as u64),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(problem_text(e)))?;
+    bar.finish_and_clear();
+    Ok(report)
 }

@@ -237,6 +237,16 @@ impl Violations {
         }
     }
 
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded errors.
+    pub fn into_field_errors(self) -> Vec<FieldError> {
+        self.0
+    }
+
     /// `Ok` when nothing was recorded, else a 422 naming every field.
     pub fn finish(self) -> ApiResult<()> {
         if self.0.is_empty() {

@@ -117,7 +117,7 @@ fn strip_position(message: &str) -> String {
 
 /// The field an error is about: the deserialiser's path, or for unknown and missing
 /// fields the name in backticks, joined to the path of the object that holds it.
-fn field_of(path: &str, message: &str) -> String {
+pub(crate) fn field_of(path: &str, message: &str) -> String {
     let named = ["unknown field `", "missing field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))

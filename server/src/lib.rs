@@ -4,6 +4,9 @@
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod demo;
+
+pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod metrics;

@@ -19,7 +19,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (migrates the database first)
-    Serve,
+    Serve {
+        /// Load the demo district first if the database is empty
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply database migrations and exit
     Migrate,
     /// Manage members
@@ -27,8 +31,27 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Load the demo district (units, 18 routes, 15 checkpoints, 20 kiosks, 30 areas, teams, members, rosters) into an empty database
+    Demo,
+    /// Import data from files
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print the OpenAPI document (the content of api-spec/openapi.json)
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Upsert posts by code from a GeoJSON FeatureCollection (properties: code, name, kind, unit, optional requirement fields, datum)
+    Posts {
+        /// The GeoJSON file
+        file: std::path::PathBuf,
+        /// Datum of features that name none: wgs84, gcj02 or bd09 [default: wgs84]
+        #[arg(long)]
+        datum: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,10 +88,18 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
+        Command::Serve { demo } => {
             let bind = settings.bind;
             tracing::info!(database = %settings.database_url_redacted(), "starting");
             let state = patrol_server::start(settings).await?;
+            if demo {
+                if patrol_server::demo::is_empty(&state).await? {
+                    let summary = patrol_server::demo::load(&state).await?;
+                    eprintln!("{summary}");
+                } else {
+                    tracing::info!("the database is not empty; --demo loads nothing");
+                }
+            }
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
@@ -105,6 +136,37 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             )
             .await?;
             println!("added {username} ({role}) with id {id}");
+        }
+        Command::Demo => {
+            let state = patrol_server::start(settings).await?;
+            let summary = patrol_server::demo::load(&state).await?;
+            println!("{summary}");
+        }
+        Command::Import {
+            command: ImportCommand::Posts { file, datum },
+        } => {
+            let state = patrol_server::start(settings).await?;
+            let report = cli::import_posts(&state, &file, datum.as_deref()).await?;
+            println!(
+                "{} created, {} updated, {} rejected",
+                report.created, report.updated, report.rejected
+            );
+            for r in report.results.iter().filter(|r| !r.errors.is_empty()) {
+                let reasons: Vec<String> = r
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect();
+                println!(
+                    "  feature {} ({}): {}",
+                    r.index,
+                    r.code.as_deref().unwrap_or("no code"),
+                    reasons.join("; ")
+                );
+            }
+            if report.rejected > 0 {
+                std::process::exit(1);
+            }
         }
         Command::Openapi => unreachable!("handled before the runtime starts"),
     }

@@ -3,6 +3,9 @@
 pub mod auth;
 pub mod members;
 pub mod ops;
+pub mod posts;
+pub mod rosters;
+pub mod shifts;
 pub mod teams;
 pub mod units;
 
@@ -87,6 +90,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(units::router())
         .merge(members::router())
         .merge(teams::router())
+        .merge(posts::router())
+        .merge(shifts::router())
+        .merge(rosters::router())
         .routes(utoipa_axum::routes!(ops::openapi_json));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)

@@ -2,9 +2,12 @@
 
 pub mod login_failure;
 pub mod member;
+pub mod post;
 pub mod refresh_token;
 pub mod server_key;
 pub mod session;
+pub mod shift;
+pub mod shift_member;
 pub mod team;
 pub mod team_member;
 pub mod unit;
