@@ -428,3 +428,42 @@ async fn postgres_without_synchronous_commit_is_refused_unless_allowed() {
     .unwrap();
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_then_import_posts_from_a_file() {
+    let (url, _db) = api_tests::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = patrol(&dir, &url).arg("demo").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("18 routes, 15 checkpoints, 20 kiosks"), "{text}");
+        assert!(text.contains("patrol-demo") && text.contains("cmd.district"), "{text}");
+        let again = patrol(&dir, &url).arg("demo").output().unwrap();
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("empty"), "{again:?}");
+
+        let collection = json!({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"code": "K99", "name": "New kiosk", "kind": "kiosk", "unit": "PS01"},
+             "geometry": {"type": "Point", "coordinates": [108.951, 34.221]}},
+            {"type": "Feature", "properties": {"code": "R01", "name": "Route 1, redrawn", "kind": "route", "unit": "PS01"},
+             "geometry": {"type": "LineString", "coordinates": [[108.95, 34.22], [108.97, 34.22]]}},
+            {"type": "Feature", "properties": {"code": "K98", "name": "Nowhere", "kind": "kiosk", "unit": "NOPE"},
+             "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}},
+        ]});
+        std::fs::write(dir.join("posts.geojson"), collection.to_string()).unwrap();
+        let out = patrol(&dir, &url).args(["import", "posts", "posts.geojson", "--datum", "gcj02"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "a rejected feature fails the command: {out:?}");
+        assert!(text.contains("1 created, 1 updated, 1 rejected"), "{text}");
+        assert!(text.contains("feature 2 (K98): properties.unit"), "{text}");
+        let out = patrol(&dir, &url).args(["import", "posts", "posts.geojson", "--datum", "nad27"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--datum"), "{out:?}");
+        let out = patrol(&dir, &url).args(["import", "posts", "missing.geojson"]).output().unwrap();
+        assert!(!out.status.success());
+    })
+    .await
+    .unwrap();
+}
