@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_foundation;
 mod m20261129_000002_posts_and_shifts;
+mod m20261129_000003_fixes;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_foundation::Migration),
             Box::new(m20261129_000002_posts_and_shifts::Migration),
+            Box::new(m20261129_000003_fixes::Migration),
         ]
     }
 }
