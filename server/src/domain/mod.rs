@@ -4,4 +4,5 @@
 pub mod datum;
 pub mod geodesy;
 pub mod geometry;
+pub mod plausibility;
 pub mod roster;

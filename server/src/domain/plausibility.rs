@@ -1,0 +1,1 @@
+//! Plausibility rules for GPS fixes.
