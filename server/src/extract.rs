@@ -39,15 +39,47 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Reads the whole body, answering 413 when it is over the configured limit.
+/// Reads the whole body, gunzipping it when sent with `Content-Encoding: gzip`, and
+/// answers 413 when it (compressed or not) is over the configured limit.
 pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let limit = state.settings.max_body_bytes;
+    let encoding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(state.settings.max_body_bytes)
+            ApiError::payload_too_large(limit)
         } else {
             ApiError::malformed(format!("could not read the request body: {rejection}"))
         }
-    })
+    })?;
+    match encoding.as_deref() {
+        None | Some("identity") => Ok(bytes),
+        Some("gzip") | Some("x-gzip") => gunzip(&bytes, limit),
+        Some(other) => Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Encoding {other:?} is not supported; send gzip or nothing"),
+        )),
+    }
+}
+
+/// Decompresses a gzip body, refusing more than `limit` bytes of output (a small bomb
+/// must not fill the memory).
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::malformed(format!("the gzip body could not be decompressed: {e}"))
+        })?;
+    if out.len() > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Parses JSON, answering 400 for bytes that are not JSON and 422 naming the field for

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod metrics;
 pub mod pagination;
 pub mod routes;

@@ -108,6 +108,70 @@ pub struct SettingsArgs {
         value_name = "N"
     )]
     pub db_max_connections: Option<u32>,
+    /// A fix less accurate than this (metres) is flagged low_accuracy and does not count [default: 50]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_MAX_ACCURACY_M",
+        value_name = "METRES"
+    )]
+    pub max_accuracy_m: Option<f64>,
+    /// How far back a phone may send queued fixes, in days [default: 7]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_SYNC_WINDOW_DAYS",
+        value_name = "DAYS"
+    )]
+    pub sync_window_days: Option<u32>,
+    /// Speed above which a foot patrol's or volunteer's fix is implausible, m/s [default: 7]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_MAX_SPEED_FOOT_MPS",
+        value_name = "MPS"
+    )]
+    pub max_speed_foot_mps: Option<f64>,
+    /// Speed above which a vehicle patrol's fix is implausible, m/s [default: 45]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_MAX_SPEED_VEHICLE_MPS",
+        value_name = "MPS"
+    )]
+    pub max_speed_vehicle_mps: Option<f64>,
+    /// Seconds a device clock may run ahead of the server before fixes are flagged clock_skew [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_CLOCK_SKEW_TOLERANCE_S",
+        value_name = "SECONDS"
+    )]
+    pub clock_skew_tolerance_s: Option<i64>,
+    /// Identical fixes in a row that mark a fake-GPS app (static_repeat) [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_STATIC_REPEAT_RUN",
+        value_name = "N"
+    )]
+    pub static_repeat_run: Option<usize>,
+    /// Days fixes are kept [default: 90]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_RETENTION_DAYS",
+        value_name = "DAYS"
+    )]
+    pub retention_days: Option<u32>,
+    /// Days audit records are kept [default: 730]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_AUDIT_RETENTION_DAYS",
+        value_name = "DAYS"
+    )]
+    pub audit_retention_days: Option<u32>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -127,6 +191,14 @@ struct SettingsFile {
     max_body_bytes: Option<usize>,
     shutdown_timeout_s: Option<u64>,
     db_max_connections: Option<u32>,
+    max_accuracy_m: Option<f64>,
+    sync_window_days: Option<u32>,
+    max_speed_foot_mps: Option<f64>,
+    max_speed_vehicle_mps: Option<f64>,
+    clock_skew_tolerance_s: Option<i64>,
+    static_repeat_run: Option<usize>,
+    retention_days: Option<u32>,
+    audit_retention_days: Option<u32>,
 }
 
 /// Log line format.
@@ -186,6 +258,22 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Pool size.
     pub db_max_connections: u32,
+    /// Fixes less accurate than this do not count (metres).
+    pub max_accuracy_m: f64,
+    /// How far back queued fixes are accepted.
+    pub sync_window: chrono::Duration,
+    /// Plausible speed limits.
+    pub max_speed_foot_mps: f64,
+    /// Plausible speed limit of vehicle patrols.
+    pub max_speed_vehicle_mps: f64,
+    /// Device clock lead tolerated before clock_skew.
+    pub clock_skew_tolerance_s: i64,
+    /// Identical fixes in a row that raise static_repeat.
+    pub static_repeat_run: usize,
+    /// Days fixes are kept.
+    pub retention_days: u32,
+    /// Days audit records are kept.
+    pub audit_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -268,6 +356,55 @@ impl Settings {
         if db_max_connections == 0 {
             bail!("db_max_connections must be at least 1");
         }
+        let positive = |v: f64, name: &str| -> anyhow::Result<f64> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                bail!("{name} must be a positive number")
+            }
+        };
+        let max_accuracy_m = positive(
+            args.max_accuracy_m.or(file.max_accuracy_m).unwrap_or(50.0),
+            "max_accuracy_m",
+        )?;
+        let max_speed_foot_mps = positive(
+            args.max_speed_foot_mps
+                .or(file.max_speed_foot_mps)
+                .unwrap_or(7.0),
+            "max_speed_foot_mps",
+        )?;
+        let max_speed_vehicle_mps = positive(
+            args.max_speed_vehicle_mps
+                .or(file.max_speed_vehicle_mps)
+                .unwrap_or(45.0),
+            "max_speed_vehicle_mps",
+        )?;
+        let sync_window_days = args.sync_window_days.or(file.sync_window_days).unwrap_or(7);
+        if !(1..=365).contains(&sync_window_days) {
+            bail!("sync_window_days must be between 1 and 365");
+        }
+        let clock_skew_tolerance_s = args
+            .clock_skew_tolerance_s
+            .or(file.clock_skew_tolerance_s)
+            .unwrap_or(60);
+        if !(0..=300).contains(&clock_skew_tolerance_s) {
+            bail!("clock_skew_tolerance_s must be between 0 and 300");
+        }
+        let static_repeat_run = args
+            .static_repeat_run
+            .or(file.static_repeat_run)
+            .unwrap_or(10);
+        if static_repeat_run < 2 {
+            bail!("static_repeat_run must be at least 2");
+        }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(90);
+        let audit_retention_days = args
+            .audit_retention_days
+            .or(file.audit_retention_days)
+            .unwrap_or(730);
+        if retention_days == 0 || audit_retention_days == 0 {
+            bail!("retention_days and audit_retention_days must be at least 1");
+        }
         Ok(Settings {
             database_url: Secret(
                 args.database_url
@@ -299,6 +436,14 @@ impl Settings {
                     .unwrap_or(30),
             ),
             db_max_connections,
+            max_accuracy_m,
+            sync_window: chrono::Duration::days(i64::from(sync_window_days)),
+            max_speed_foot_mps,
+            max_speed_vehicle_mps,
+            clock_skew_tolerance_s,
+            static_repeat_run,
+            retention_days,
+            audit_retention_days,
         })
     }
 

@@ -4,7 +4,13 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::jwt::JwtKeys, db, metrics::Metrics, settings::Settings};
+use crate::{
+    auth::{AuthCache, jwt::JwtKeys},
+    db,
+    ingest::Writer,
+    metrics::Metrics,
+    settings::Settings,
+};
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -17,6 +23,10 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Recently verified callers.
+    pub auth_cache: Arc<AuthCache>,
+    /// The group-commit writer of fixes.
+    pub writer: Writer,
 }
 
 impl AppState {
@@ -39,6 +49,8 @@ impl AppState {
             settings.access_token_ttl,
         )?;
         Ok(AppState {
+            writer: Writer::start(db.clone()),
+            auth_cache: Arc::new(AuthCache::default()),
             db,
             settings: Arc::new(settings),
             keys: Arc::new(keys),

@@ -75,6 +75,48 @@ pub struct AuthUser {
     pub session_id: Uuid,
 }
 
+/// How long a verified caller is remembered. Revocations made in this process take effect
+/// at once (they forget the entry); those made by another process within this time.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Recently verified callers by login session, so that a busy phone's every fix does not
+/// cost three database reads.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: std::sync::Mutex<std::collections::HashMap<Uuid, (std::time::Instant, AuthUser)>>,
+}
+
+impl AuthCache {
+    fn get(&self, session: Uuid, member: Uuid) -> Option<AuthUser> {
+        let entries = self.entries.lock().ok()?;
+        let (at, user) = entries.get(&session)?;
+        (at.elapsed() < AUTH_CACHE_TTL && user.id == member).then(|| user.clone())
+    }
+
+    fn put(&self, user: &AuthUser) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 100_000 {
+                entries.retain(|_, (at, _)| at.elapsed() < AUTH_CACHE_TTL);
+            }
+            entries.insert(user.session_id, (std::time::Instant::now(), user.clone()));
+        }
+    }
+
+    /// Forgets one login (logout, refresh-token reuse).
+    pub fn forget_session(&self, session: Uuid) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(&session);
+        }
+    }
+
+    /// Forgets everything (a member, role or unit changed).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -98,6 +140,9 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(error = %e, "access token refused");
             ApiError::unauthorized("the access token is invalid or expired")
         })?;
+        if let Some(user) = state.auth_cache.get(claims.sid, claims.sub) {
+            return Ok(user);
+        }
         let invalid = || ApiError::unauthorized("the access token is no longer valid");
         let member = member::Entity::find_by_id(claims.sub)
             .one(&state.db)
@@ -118,13 +163,15 @@ impl FromRequestParts<AppState> for AuthUser {
                 .map(|u| u.path),
             None => None,
         };
-        Ok(AuthUser {
+        let user = AuthUser {
             id: member.id,
             role,
             unit_id: member.unit_id,
             unit_path,
             session_id: session.id,
-        })
+        };
+        state.auth_cache.put(&user);
+        Ok(user)
     }
 }
 

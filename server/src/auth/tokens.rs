@@ -221,6 +221,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<IssuedToken
     // Anything else is reuse of a rotated token: someone holds a copy. Revoke the login.
     revoke_session(&txn, session.id, "refresh token reuse").await?;
     txn.commit().await?;
+    state.auth_cache.forget_session(session.id);
     tracing::warn!(member = %member.id, session = %session.id, "refresh token reuse; session revoked");
     Err(ApiError::unauthorized(
         "this refresh token was already used; every token of this login has been revoked",

@@ -173,6 +173,7 @@ pub async fn refresh(
     responses((status = 204, description = "Logged out")))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     tokens::revoke_session(&state.db, user.session_id, "logout").await?;
+    state.auth_cache.forget_session(user.session_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -398,6 +398,7 @@ pub async fn patch_member(
         tokens::revoke_member_sessions(&txn, id, "password changed or member deactivated").await?;
     }
     txn.commit().await?;
+    state.auth_cache.clear();
     Ok(axum::Json(updated.into()))
 }
 
@@ -422,5 +423,6 @@ pub async fn delete_member(
         return Err(ApiError::conflict("you cannot delete your own account"));
     }
     member::Entity::delete_by_id(id).exec(&state.db).await?;
+    state.auth_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,12 @@
 //! Thin handlers, one file per resource, and the OpenAPI document they make.
 
 pub mod auth;
+pub mod checkins;
+pub mod device_keys;
 pub mod members;
 pub mod ops;
+pub mod osmand;
+pub mod positions;
 pub mod posts;
 pub mod rosters;
 pub mod shifts;
@@ -93,10 +97,15 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(posts::router())
         .merge(shifts::router())
         .merge(rosters::router())
+        .merge(checkins::router())
+        .merge(positions::list_router())
+        .merge(positions::router())
+        .merge(device_keys::router())
         .routes(utoipa_axum::routes!(ops::openapi_json));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .merge(ops::router())
+        .merge(osmand::router())
         .split_for_parts();
     add_problem_responses(&mut openapi);
     (router, openapi)

@@ -440,6 +440,7 @@ pub async fn patch_unit(
     active.updated_at = Set(Utc::now());
     let updated = active.update(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.clear();
     Ok(axum::Json(updated.into()))
 }
 

@@ -1,5 +1,8 @@
 //! sea-orm entities and the queries the routes share.
 
+pub mod audit_record;
+pub mod device_key;
+pub mod fix;
 pub mod login_failure;
 pub mod member;
 pub mod post;

@@ -1,0 +1,810 @@
+//! `POST /checkins`: GPS fixes from phones, one or a batch of up to 1,000; and reading
+//! them back: `GET /checkins`, `GET /members/{id}/track`.
+
+use std::collections::HashSet;
+
+use axum::{
+    extract::{FromRequest, Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthUser,
+    domain::{
+        datum::Datum,
+        geodesy::LonLat,
+        plausibility::{self, FixSample, Flags, Mobility, StoredFix, Thresholds},
+    },
+    error::{ApiError, ApiResult},
+    extract::field_of,
+    ingest::Written,
+    routes::shifts::{overlapping, shifts_of_member},
+    state::AppState,
+    store::{fix, post, shift, team, team_member},
+};
+
+/// Most fixes in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// How far ahead of the server clock a fix may be recorded.
+pub const MAX_FUTURE: Duration = Duration::minutes(5);
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(post_checkins))
+}
+
+/// What a fix says about the duty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FixKind {
+    /// A periodic position (the default).
+    #[default]
+    Ping,
+    /// Going on duty.
+    OnDuty,
+    /// Going off duty.
+    OffDuty,
+    /// Arriving at a post.
+    Arrive,
+    /// Leaving a post.
+    Depart,
+    /// An emergency.
+    Sos,
+}
+
+impl FixKind {
+    const ALL: [FixKind; 6] = [
+        FixKind::Ping,
+        FixKind::OnDuty,
+        FixKind::OffDuty,
+        FixKind::Arrive,
+        FixKind::Depart,
+        FixKind::Sos,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FixKind::Ping => "ping",
+            FixKind::OnDuty => "on_duty",
+            FixKind::OffDuty => "off_duty",
+            FixKind::Arrive => "arrive",
+            FixKind::Depart => "depart",
+            FixKind::Sos => "sos",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> FixKind {
+        FixKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or_default()
+    }
+}
+
+/// One fix as a phone sends it.
+#[derive(Deserialize, ToSchema, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinIn {
+    /// A UUID made on the device; the same fix sent again is stored once.
+    pub client_id: Uuid,
+    /// Device time of the fix, RFC 3339; not more than 5 minutes ahead of the server,
+    /// not older than the sync window (7 days by default).
+    pub recorded_at: DateTime<Utc>,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Horizontal accuracy in metres (≥ 0).
+    pub accuracy_m: f64,
+    /// Speed in m/s (≥ 0).
+    pub speed_mps: Option<f64>,
+    /// Heading in degrees, 0–360.
+    pub heading_deg: Option<f64>,
+    /// Altitude in metres.
+    pub altitude_m: Option<f64>,
+    /// Battery level in percent, 0–100.
+    pub battery: Option<f64>,
+    /// `ping` (default), `on_duty`, `off_duty`, `arrive`, `depart`, `sos`.
+    pub kind: Option<FixKind>,
+    /// The post the fix is about, if the device says.
+    pub post_id: Option<Uuid>,
+    /// The shift the fix is about, if the device says.
+    pub shift_id: Option<Uuid>,
+    /// `wgs84` (default), `gcj02`, `bd09`; stored converted to WGS-84.
+    #[schema(value_type = Option<String>)]
+    pub datum: Option<Datum>,
+    /// The device says the location came from a mock provider.
+    pub mock: Option<bool>,
+}
+
+/// A batch of fixes, as an offline phone uploads its queue.
+#[derive(Deserialize, ToSchema)]
+pub struct CheckinBatch {
+    /// Up to 1,000 fixes.
+    pub checkins: Vec<CheckinIn>,
+}
+
+/// A stored fix.
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct Fix {
+    /// Server id.
+    pub id: Uuid,
+    /// The device's id of the fix.
+    pub client_id: Uuid,
+    /// The member who sent it.
+    pub member_id: Uuid,
+    /// Device time.
+    pub recorded_at: DateTime<Utc>,
+    /// When the server stored it.
+    pub received_at: DateTime<Utc>,
+    /// WGS-84 latitude.
+    pub lat: f64,
+    /// WGS-84 longitude.
+    pub lon: f64,
+    /// Accuracy in metres.
+    pub accuracy_m: f64,
+    /// Speed in m/s.
+    pub speed_mps: Option<f64>,
+    /// Heading in degrees.
+    pub heading_deg: Option<f64>,
+    /// Altitude in metres.
+    pub altitude_m: Option<f64>,
+    /// Battery in percent.
+    pub battery: Option<f64>,
+    /// Kind.
+    pub kind: FixKind,
+    /// Post named by the device.
+    pub post_id: Option<Uuid>,
+    /// Shift named by the device.
+    pub shift_id: Option<Uuid>,
+    /// Datum the fix came in.
+    #[schema(value_type = String)]
+    pub datum: String,
+    /// The device reported a mock location.
+    pub mock: bool,
+    /// `low_accuracy`, `implausible_speed`, `clock_skew`, `mock_location`, `static_repeat`,
+    /// `outside_shift`.
+    pub flags: Vec<&'static str>,
+    /// `api` or `osmand`.
+    pub source: String,
+}
+
+impl From<fix::Model> for Fix {
+    fn from(f: fix::Model) -> Self {
+        Fix {
+            id: f.id,
+            client_id: f.client_id,
+            member_id: f.member_id,
+            recorded_at: f.recorded_at,
+            received_at: f.received_at,
+            lat: f.lat,
+            lon: f.lon,
+            accuracy_m: f.accuracy_m,
+            speed_mps: f.speed_mps,
+            heading_deg: f.heading_deg,
+            altitude_m: f.altitude_m,
+            battery: f.battery,
+            kind: FixKind::parse(&f.kind),
+            post_id: f.post_id,
+            shift_id: f.shift_id,
+            datum: f.datum,
+            mock: f.mock,
+            flags: Flags(f.flags).names(),
+            source: f.source,
+        }
+    }
+}
+
+/// Why one fix was refused.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct ItemError {
+    /// `validation_failed` or `idempotency_conflict`.
+    pub code: &'static str,
+    /// The field at fault, if one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What became of one fix of a batch.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Stored now.
+    Created,
+    /// Already stored with the same content.
+    Duplicate,
+    /// Not stored: see `error`.
+    Rejected,
+}
+
+/// The outcome of one fix of a batch.
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct ItemResult {
+    /// The fix's `client_id`, when it had a readable one.
+    pub client_id: Option<Uuid>,
+    /// What happened.
+    pub status: ItemStatus,
+    /// Server id of the stored fix (also for duplicates).
+    pub id: Option<Uuid>,
+    /// Flags of the stored fix.
+    pub flags: Vec<&'static str>,
+    /// Why it was rejected.
+    pub error: Option<ItemError>,
+}
+
+/// The answer to a batch.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct BatchResult {
+    /// One result per fix, in input order.
+    pub results: Vec<ItemResult>,
+    /// Fixes stored now.
+    pub created: usize,
+    /// Fixes already stored.
+    pub duplicate: usize,
+    /// Fixes refused.
+    pub rejected: usize,
+}
+
+/// Fields the server sets; a device that sends them is refused.
+const SERVER_OWNED: [&str; 4] = ["member_id", "received_at", "flags", "id"];
+
+/// Where a fix comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    /// `POST /api/v1/checkins`.
+    Api,
+    /// The Traccar Client / OsmAnd protocol.
+    Osmand,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Osmand => "osmand",
+        }
+    }
+}
+
+fn item_error(field: impl Into<String>, message: impl Into<String>) -> ItemError {
+    ItemError {
+        code: "validation_failed",
+        field: Some(field.into()),
+        message: message.into(),
+    }
+}
+
+/// Reads one fix from JSON, refusing server-owned and unknown fields.
+fn read_item(value: &Value) -> Result<CheckinIn, ItemError> {
+    let Some(object) = value.as_object() else {
+        return Err(item_error("body", "a fix must be a JSON object"));
+    };
+    if let Some(owned) = SERVER_OWNED.iter().find(|k| object.contains_key(**k)) {
+        return Err(item_error(
+            *owned,
+            "is set by the server and may not be sent",
+        ));
+    }
+    serde_path_to_error::deserialize::<_, CheckinIn>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        item_error(field_of(&path, &message), message)
+    })
+}
+
+/// A fix that passed the checks of its own fields, converted to WGS-84.
+struct Candidate {
+    input: CheckinIn,
+    position: LonLat,
+    datum: Datum,
+}
+
+/// Checks one fix's own fields against the clock and the ranges.
+fn check_item(
+    input: CheckinIn,
+    now: DateTime<Utc>,
+    sync_window: Duration,
+) -> Result<Candidate, ItemError> {
+    let finite = |v: f64| v.is_finite();
+    if !finite(input.lat) || !(-90.0..=90.0).contains(&input.lat) {
+        return Err(item_error("lat", "must be between -90 and 90"));
+    }
+    if !finite(input.lon) || !(-180.0..=180.0).contains(&input.lon) {
+        return Err(item_error("lon", "must be between -180 and 180"));
+    }
+    if input.lat == 0.0 && input.lon == 0.0 {
+        return Err(item_error(
+            "lat",
+            "(0, 0) is the position of a receiver without a fix",
+        ));
+    }
+    if !finite(input.accuracy_m) || input.accuracy_m < 0.0 {
+        return Err(item_error(
+            "accuracy_m",
+            "must be a number of metres, 0 or more",
+        ));
+    }
+    if input.speed_mps.is_some_and(|v| !finite(v) || v < 0.0) {
+        return Err(item_error("speed_mps", "must be 0 or more"));
+    }
+    if input
+        .heading_deg
+        .is_some_and(|v| !finite(v) || !(0.0..=360.0).contains(&v))
+    {
+        return Err(item_error("heading_deg", "must be between 0 and 360"));
+    }
+    if input
+        .altitude_m
+        .is_some_and(|v| !finite(v) || v.abs() > 20_000.0)
+    {
+        return Err(item_error("altitude_m", "must be between -20000 and 20000"));
+    }
+    if input
+        .battery
+        .is_some_and(|v| !finite(v) || !(0.0..=100.0).contains(&v))
+    {
+        return Err(item_error("battery", "must be a percentage, 0-100"));
+    }
+    if input.recorded_at > now + MAX_FUTURE {
+        return Err(item_error(
+            "recorded_at",
+            "is more than 5 minutes ahead of the server clock",
+        ));
+    }
+    if input.recorded_at < now - sync_window {
+        return Err(item_error(
+            "recorded_at",
+            format!(
+                "is older than the sync window of {} days",
+                sync_window.num_days()
+            ),
+        ));
+    }
+    let datum = input.datum.unwrap_or(Datum::Wgs84);
+    let position = datum.to_wgs84(LonLat {
+        lon: input.lon,
+        lat: input.lat,
+    });
+    Ok(Candidate {
+        input,
+        position,
+        datum,
+    })
+}
+
+fn thresholds(state: &AppState) -> Thresholds {
+    let s = &state.settings;
+    Thresholds {
+        max_accuracy_m: s.max_accuracy_m,
+        max_speed_foot_mps: s.max_speed_foot_mps,
+        max_speed_vehicle_mps: s.max_speed_vehicle_mps,
+        clock_skew_tolerance_s: s.clock_skew_tolerance_s,
+        static_repeat_run: s.static_repeat_run,
+    }
+}
+
+/// Foot or vehicle, from the kinds of the member's teams: grid patrols and checkpoint
+/// crews may drive; everyone else walks.
+async fn mobility(state: &AppState, member_id: Uuid) -> ApiResult<Mobility> {
+    let kinds: Vec<String> = team::Entity::find()
+        .filter(
+            team::Column::Id.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(team_member::Column::TeamId)
+                    .from(team_member::Entity)
+                    .and_where(team_member::Column::MemberId.eq(member_id))
+                    .to_owned(),
+            ),
+        )
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    Ok(
+        if kinds
+            .iter()
+            .any(|k| k == "grid_patrol" || k == "checkpoint_crew")
+        {
+            Mobility::Vehicle
+        } else {
+            Mobility::Foot
+        },
+    )
+}
+
+fn sample(f: &fix::Model) -> StoredFix {
+    StoredFix {
+        sample: FixSample {
+            recorded_at: f.recorded_at,
+            position: LonLat {
+                lon: f.lon,
+                lat: f.lat,
+            },
+            accuracy_m: f.accuracy_m,
+            speed_mps: f.speed_mps,
+        },
+        flags: Flags(f.flags),
+    }
+}
+
+/// The member's stored fixes around a time span: enough before it for the repeat rule,
+/// everything inside it, and the next few after it.
+async fn stored_around(
+    state: &AppState,
+    member_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<StoredFix>> {
+    let before = state.settings.static_repeat_run as u64 + 4;
+    let mut out: Vec<StoredFix> = fix::Entity::find()
+        .filter(fix::Column::MemberId.eq(member_id))
+        .filter(fix::Column::RecordedAt.lt(from))
+        .order_by_desc(fix::Column::RecordedAt)
+        .limit(before)
+        .all(&state.db)
+        .await?
+        .iter()
+        .map(sample)
+        .collect();
+    out.extend(
+        fix::Entity::find()
+            .filter(fix::Column::MemberId.eq(member_id))
+            .filter(fix::Column::RecordedAt.gte(from))
+            .filter(fix::Column::RecordedAt.lte(to))
+            .order_by_asc(fix::Column::RecordedAt)
+            .limit(20_000)
+            .all(&state.db)
+            .await?
+            .iter()
+            .map(sample),
+    );
+    out.extend(
+        fix::Entity::find()
+            .filter(fix::Column::MemberId.eq(member_id))
+            .filter(fix::Column::RecordedAt.gt(to))
+            .order_by_asc(fix::Column::RecordedAt)
+            .limit(4)
+            .all(&state.db)
+            .await?
+            .iter()
+            .map(sample),
+    );
+    Ok(out)
+}
+
+/// The outcome of a set of fixes of one member, in input order.
+pub enum Outcome {
+    /// Stored, now or before.
+    Stored(Written),
+    /// Refused.
+    Rejected(ItemError),
+}
+
+/// Checks, flags and stores a member's fixes (already read from JSON, or their read
+/// errors), answering per fix in input order. Shared by the JSON API and the Traccar /
+/// OsmAnd protocol.
+pub async fn ingest(
+    state: &AppState,
+    member_id: Uuid,
+    items: Vec<Result<CheckinIn, ItemError>>,
+    source: Source,
+) -> ApiResult<Vec<Outcome>> {
+    let now = Utc::now();
+    let mut checked: Vec<Result<Candidate, ItemError>> = items
+        .into_iter()
+        .map(|i| i.and_then(|input| check_item(input, now, state.settings.sync_window)))
+        .collect();
+
+    // Referenced posts and shifts must exist.
+    let post_ids: HashSet<Uuid> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok()?.input.post_id)
+        .collect();
+    let shift_ids: HashSet<Uuid> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok()?.input.shift_id)
+        .collect();
+    let known_posts: HashSet<Uuid> = if post_ids.is_empty() {
+        HashSet::new()
+    } else {
+        post::Entity::find()
+            .filter(post::Column::Id.is_in(post_ids))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    };
+    let known_shifts: HashSet<Uuid> = if shift_ids.is_empty() {
+        HashSet::new()
+    } else {
+        shift::Entity::find()
+            .filter(shift::Column::Id.is_in(shift_ids))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    for c in &mut checked {
+        if let Ok(candidate) = c {
+            if candidate
+                .input
+                .post_id
+                .is_some_and(|p| !known_posts.contains(&p))
+            {
+                *c = Err(item_error("post_id", "no such post"));
+            } else if candidate
+                .input
+                .shift_id
+                .is_some_and(|s| !known_shifts.contains(&s))
+            {
+                *c = Err(item_error("shift_id", "no such shift"));
+            }
+        }
+    }
+
+    let good: Vec<&Candidate> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
+    if !good.is_empty() {
+        let from = good
+            .iter()
+            .map(|c| c.input.recorded_at)
+            .min()
+            .unwrap_or(now);
+        let to = good
+            .iter()
+            .map(|c| c.input.recorded_at)
+            .max()
+            .unwrap_or(now);
+        let stored = stored_around(state, member_id, from, to).await?;
+        let mobility = mobility(state, member_id).await?;
+        let new: Vec<(FixSample, bool)> = good
+            .iter()
+            .map(|c| {
+                (
+                    FixSample {
+                        recorded_at: c.input.recorded_at,
+                        position: c.position,
+                        accuracy_m: c.input.accuracy_m,
+                        speed_mps: c.input.speed_mps,
+                    },
+                    c.input.mock.unwrap_or(false),
+                )
+            })
+            .collect();
+        let mut flags = plausibility::judge_batch(&stored, &new, now, mobility, &thresholds(state));
+        // outside_shift: no shift of the member covers the moment.
+        let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = shift::Entity::find()
+            .filter(overlapping(from, to + Duration::seconds(1)))
+            .filter(shifts_of_member(member_id))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|s| (s.starts_at, s.ends_at))
+            .collect();
+        for (c, f) in good.iter().zip(flags.iter_mut()) {
+            let t = c.input.recorded_at;
+            if !spans.iter().any(|(a, b)| *a <= t && t < *b) {
+                f.insert(Flags::OUTSIDE_SHIFT);
+            }
+        }
+        for (c, f) in good.iter().zip(flags) {
+            let i = &c.input;
+            rows.push(fix::Model {
+                id: Uuid::now_v7(),
+                member_id,
+                client_id: i.client_id,
+                recorded_at: i.recorded_at,
+                received_at: now,
+                lat: c.position.lat,
+                lon: c.position.lon,
+                accuracy_m: i.accuracy_m,
+                speed_mps: i.speed_mps,
+                heading_deg: i.heading_deg,
+                altitude_m: i.altitude_m,
+                battery: i.battery,
+                kind: i.kind.unwrap_or_default().as_str().to_owned(),
+                post_id: i.post_id,
+                shift_id: i.shift_id,
+                datum: c.datum.as_str().to_owned(),
+                mock: i.mock.unwrap_or(false),
+                flags: f.0,
+                source: source.as_str().to_owned(),
+            });
+        }
+    }
+    let written = state.writer.write(rows).await.map_err(|e| {
+        tracing::error!(error = %e, "storing fixes failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the fixes could not be stored; nothing was acknowledged, send them again",
+        )
+    })?;
+    let mut written = written.into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|c| match c {
+            Ok(_) => match written.next() {
+                Some(w) => Outcome::Stored(w),
+                None => Outcome::Rejected(item_error("body", "not stored")),
+            },
+            Err(e) => Outcome::Rejected(e),
+        })
+        .collect())
+}
+
+fn conflict_error() -> ItemError {
+    ItemError {
+        code: "idempotency_conflict",
+        field: Some("client_id".into()),
+        message:
+            "a different fix with this client_id is already stored; the stored fix is unchanged"
+                .into(),
+    }
+}
+
+/// The body of `POST /checkins`: one fix, or `{"checkins": [...]}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum CheckinBody {
+    One(CheckinIn),
+    Batch(CheckinBatch),
+}
+
+/// Stores one fix, or a batch of up to 1,000 (`{"checkins": [...]}`), as the caller.
+/// Bodies may be gzip-compressed. One fix: 201 when stored now, 200 with the stored fix
+/// when its `client_id` was stored before, 409 `idempotency_conflict` when it was stored
+/// with other content, 422 naming the bad field. A batch: 200 with a result per fix in
+/// input order; one bad fix never stops the others; over 1,000 fixes is a 413. A fix is
+/// acknowledged only after it is durably stored.
+#[utoipa::path(post, path = "/checkins", tag = "checkins", security(("bearer" = [])),
+    request_body(content = inline(CheckinBody), description = "One fix, or {\"checkins\": [...]}"),
+    responses(
+        (status = 201, description = "The fix, stored now", body = Fix),
+        (status = 200, description = "The fix stored before with this client_id; or, for a batch, the results", body = BatchResult),
+        (status = 409, description = "The client_id was stored with other content", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage failed; nothing was acknowledged", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn post_checkins(
+    State(state): State<AppState>,
+    user: AuthUser,
+    request: Request,
+) -> ApiResult<Response> {
+    let body = crate::extract::ApiJson::<Value>::from_request(request, &state)
+        .await?
+        .0;
+    let batch = match &body {
+        Value::Object(o) if o.contains_key("checkins") => {
+            if o.len() > 1 {
+                let other = o
+                    .keys()
+                    .find(|k| *k != "checkins")
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(ApiError::field(other, "a batch holds only `checkins`"));
+            }
+            match &o["checkins"] {
+                Value::Array(items) if items.len() > MAX_BATCH => {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "a batch holds at most {MAX_BATCH} fixes, not {}",
+                            items.len()
+                        ),
+                    ));
+                }
+                Value::Array(items) => Some(items.clone()),
+                _ => return Err(ApiError::field("checkins", "must be an array of fixes")),
+            }
+        }
+        _ => None,
+    };
+    match batch {
+        Some(items) => {
+            let client_ids: Vec<Option<Uuid>> = items
+                .iter()
+                .map(|i| {
+                    i.get("client_id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                })
+                .collect();
+            let outcomes = ingest(
+                &state,
+                user.id,
+                items.iter().map(read_item).collect(),
+                Source::Api,
+            )
+            .await?;
+            let mut result = BatchResult {
+                results: Vec::with_capacity(outcomes.len()),
+                created: 0,
+                duplicate: 0,
+                rejected: 0,
+            };
+            for (outcome, client_id) in outcomes.into_iter().zip(client_ids) {
+                let item = match outcome {
+                    Outcome::Stored(Written::Created(f)) => {
+                        result.created += 1;
+                        ItemResult {
+                            client_id,
+                            status: ItemStatus::Created,
+                            id: Some(f.id),
+                            flags: Flags(f.flags).names(),
+                            error: None,
+                        }
+                    }
+                    Outcome::Stored(Written::Duplicate(f)) => {
+                        result.duplicate += 1;
+                        ItemResult {
+                            client_id,
+                            status: ItemStatus::Duplicate,
+                            id: Some(f.id),
+                            flags: Flags(f.flags).names(),
+                            error: None,
+                        }
+                    }
+                    Outcome::Stored(Written::Conflict(_)) => {
+                        result.rejected += 1;
+                        ItemResult {
+                            client_id,
+                            status: ItemStatus::Rejected,
+                            id: None,
+                            flags: Vec::new(),
+                            error: Some(conflict_error()),
+                        }
+                    }
+                    Outcome::Rejected(e) => {
+                        result.rejected += 1;
+                        ItemResult {
+                            client_id,
+                            status: ItemStatus::Rejected,
+                            id: None,
+                            flags: Vec::new(),
+                            error: Some(e),
+                        }
+                    }
+                };
+                result.results.push(item);
+            }
+            Ok((StatusCode::OK, axum::Json(result)).into_response())
+        }
+        None => {
+            let outcome = ingest(&state, user.id, vec![read_item(&body)], Source::Api)
+                .await?
+                .pop()
+                .ok_or_else(|| ApiError::internal("no outcome for a single fix"))?;
+            match outcome {
+                Outcome::Stored(Written::Created(f)) => {
+                    Ok((StatusCode::CREATED, axum::Json(Fix::from(f))).into_response())
+                }
+                Outcome::Stored(Written::Duplicate(f)) => {
+                    Ok((StatusCode::OK, axum::Json(Fix::from(f))).into_response())
+                }
+                Outcome::Stored(Written::Conflict(_)) => {
+                    let e = conflict_error();
+                    Err(ApiError::new(StatusCode::CONFLICT, e.code, e.message))
+                }
+                Outcome::Rejected(e) => Err(ApiError::field(
+                    e.field.unwrap_or_else(|| "body".into()),
+                    e.message,
+                )),
+            }
+        }
+    }
+}

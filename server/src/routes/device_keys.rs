@@ -1,0 +1,175 @@
+//! Device keys: what an admin issues so that a stock Traccar Client or OsmAnd app can
+//! report a member's positions to `/osmand`.
+
+use axum::{extract::State, http::StatusCode};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::{AuthUser, Role},
+    error::{ApiError, ApiResult, Violations},
+    extract::{ApiJson, ApiPath},
+    state::AppState,
+    store::{device_key, member},
+    validate,
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_device_keys, issue_device_key))
+        .routes(routes!(revoke_device_key))
+}
+
+/// A device key, without the key itself.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceKey {
+    /// Id.
+    pub id: Uuid,
+    /// The member it reports for.
+    pub member_id: Uuid,
+    /// What it is for, e.g. the phone.
+    pub label: Option<String>,
+    /// When issued.
+    pub created_at: DateTime<Utc>,
+    /// When revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A newly issued key: the only time the key is shown.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedDeviceKey {
+    /// The key record.
+    #[serde(flatten)]
+    pub record: DeviceKey,
+    /// The key: enter it as the device identifier in Traccar Client or OsmAnd.
+    pub key: String,
+}
+
+/// A request for a key.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IssueDeviceKey {
+    /// What the key is for.
+    pub label: Option<String>,
+}
+
+fn to_key(k: device_key::Model) -> DeviceKey {
+    DeviceKey {
+        id: k.id,
+        member_id: k.member_id,
+        label: k.label,
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+        last_used_at: k.last_used_at,
+    }
+}
+
+/// The stored form of a device key.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+async fn member_for_admin(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<member::Model> {
+    if user.role != Role::Admin {
+        return Err(ApiError::forbidden("only an admin manages device keys"));
+    }
+    member::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no member {id}")))
+}
+
+/// A member's device keys (admins only).
+#[utoipa::path(get, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Member id")),
+    responses((status = 200, description = "The keys, without the keys themselves", body = Vec<DeviceKey>)))]
+pub async fn list_device_keys(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<Vec<DeviceKey>>> {
+    member_for_admin(&state, &user, id).await?;
+    let keys = device_key::Entity::find()
+        .filter(device_key::Column::MemberId.eq(id))
+        .order_by_asc(device_key::Column::Id)
+        .all(&state.db)
+        .await?;
+    Ok(axum::Json(keys.into_iter().map(to_key).collect()))
+}
+
+/// Issues a device key for a member (admins only). The key is in this answer and nowhere
+/// else: only its hash is stored.
+#[utoipa::path(post, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Member id")), request_body = IssueDeviceKey,
+    responses((status = 201, description = "The key, shown once", body = IssuedDeviceKey)))]
+pub async fn issue_device_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<IssueDeviceKey>,
+) -> ApiResult<(StatusCode, axum::Json<IssuedDeviceKey>)> {
+    let m = member_for_admin(&state, &user, id).await?;
+    let mut errors = Violations::new();
+    if let Some(label) = &req.label {
+        validate::name(&mut errors, "label", label);
+    }
+    errors.finish()?;
+    let mut bytes = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    // Letters and digits only: some tracker apps mangle other characters in the id.
+    let key = format!(
+        "pk{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(bytes)
+            .replace(['-', '_'], "x")
+    );
+    let model = device_key::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        member_id: Set(m.id),
+        key_hash: Set(hash_key(&key)),
+        label: Set(req.label),
+        created_at: Set(Utc::now()),
+        revoked_at: Set(None),
+        last_used_at: Set(None),
+    }
+    .insert(&state.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(IssuedDeviceKey {
+            record: to_key(model),
+            key,
+        }),
+    ))
+}
+
+/// Revokes a device key (admins only); the app's reports then get 401.
+#[utoipa::path(delete, path = "/members/{id}/device-keys/{key_id}", tag = "checkins", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Member id"), ("key_id" = Uuid, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked")))]
+pub async fn revoke_device_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((id, key_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    member_for_admin(&state, &user, id).await?;
+    let key = device_key::Entity::find_by_id(key_id)
+        .filter(device_key::Column::MemberId.eq(id))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no device key {key_id} for member {id}")))?;
+    if key.revoked_at.is_none() {
+        let mut active: device_key::ActiveModel = key.into();
+        active.revoked_at = Set(Some(Utc::now()));
+        active.update(&state.db).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,366 @@
+//! The OsmAnd / Traccar Client HTTP protocol on `/osmand`, so that a free tracking app
+//! can report for a member with a device key as its device id.
+//!
+//! Accepted: the query-string form (`id`, `lat`, `lon`, `timestamp` as Unix seconds or
+//! ISO 8601, `accuracy` in metres, `speed` in knots, `bearing`, `altitude`, `batt` in
+//! percent) by GET or POST, the same as a form body, and the JSON body of the current
+//! Traccar Client (`{"location": {...} | [...], "device_id": ...}`, speed in m/s, battery
+//! level 0–1). Each fix goes through the same checks, flags and idempotency as
+//! `POST /api/v1/checkins`; its `client_id` is derived from the key and the timestamp, so
+//! a resend is a duplicate.
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Bytes,
+    extract::{Request, State},
+    http::{Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult},
+    ingest::Written,
+    routes::{
+        checkins::{CheckinIn, FixKind, ItemError, Outcome, Source, ingest},
+        device_keys::hash_key,
+    },
+    state::AppState,
+    store::{device_key, member},
+};
+
+/// Knots to metres a second.
+const KNOT_MPS: f64 = 0.514_444;
+/// Namespace of the client ids derived from device key and timestamp.
+const CLIENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_9d3a_4f70_8e21_5a0c_d3b9_7e44);
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(osmand_get, osmand_post))
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ItemError {
+    ItemError {
+        code: "validation_failed",
+        field: Some(field.to_owned()),
+        message: message.into(),
+    }
+}
+
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    if let Ok(n) = raw.trim().parse::<f64>() {
+        // Unix seconds; some apps send milliseconds.
+        let secs = if n > 1e11 { n / 1000.0 } else { n };
+        return DateTime::from_timestamp_millis((secs * 1000.0).round() as i64);
+    }
+    DateTime::parse_from_rfc3339(raw.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn number(params: &HashMap<String, String>, key: &str) -> Result<Option<f64>, ItemError> {
+    match params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| bad(key, format!("{v:?} is not a number"))),
+    }
+}
+
+fn client_id(key_id: Uuid, at: DateTime<Utc>) -> Uuid {
+    Uuid::new_v5(
+        &CLIENT_ID_NAMESPACE,
+        format!("{key_id}/{}", at.timestamp_millis()).as_bytes(),
+    )
+}
+
+/// A fix from the query-string (or form) parameters.
+fn from_params(params: &HashMap<String, String>, key_id: Uuid) -> Result<CheckinIn, ItemError> {
+    let lat = number(params, "lat")?.ok_or_else(|| bad("lat", "is required"))?;
+    let lon = number(params, "lon")?.ok_or_else(|| bad("lon", "is required"))?;
+    let recorded_at = match params.get("timestamp") {
+        Some(raw) => {
+            parse_time(raw).ok_or_else(|| bad("timestamp", "must be Unix seconds or ISO 8601"))?
+        }
+        None => Utc::now(),
+    };
+    let speed = number(params, "speed")?.map(|knots| knots * KNOT_MPS);
+    Ok(CheckinIn {
+        client_id: client_id(key_id, recorded_at),
+        recorded_at,
+        lat,
+        lon,
+        accuracy_m: number(params, "accuracy")?.unwrap_or(0.0),
+        speed_mps: speed.filter(|s| *s >= 0.0),
+        heading_deg: number(params, "bearing")?.filter(|h| *h >= 0.0),
+        altitude_m: number(params, "altitude")?,
+        battery: number(params, "batt")?.filter(|b| *b >= 0.0),
+        kind: Some(FixKind::Ping),
+        post_id: None,
+        shift_id: None,
+        datum: None,
+        mock: params.get("mock").map(|m| m == "true" || m == "1"),
+    })
+}
+
+/// A fix from a Traccar Client JSON `location`.
+fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
+    let coords = loc
+        .get("coords")
+        .ok_or_else(|| bad("location.coords", "is required"))?;
+    let num = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
+    let lat =
+        num(coords, "latitude").ok_or_else(|| bad("location.coords.latitude", "is required"))?;
+    let lon =
+        num(coords, "longitude").ok_or_else(|| bad("location.coords.longitude", "is required"))?;
+    let recorded_at = match loc.get("timestamp") {
+        Some(Value::String(s)) => parse_time(s),
+        Some(Value::Number(n)) => n.as_f64().and_then(|n| parse_time(&n.to_string())),
+        _ => None,
+    }
+    .ok_or_else(|| bad("location.timestamp", "must be ISO 8601 or Unix time"))?;
+    let battery = loc
+        .get("battery")
+        .and_then(|b| num(b, "level"))
+        .filter(|l| *l >= 0.0)
+        .map(|l| if l <= 1.0 { l * 100.0 } else { l });
+    let sos = loc.get("event").and_then(Value::as_str) == Some("sos");
+    Ok(CheckinIn {
+        client_id: client_id(key_id, recorded_at),
+        recorded_at,
+        lat,
+        lon,
+        accuracy_m: num(coords, "accuracy").filter(|a| *a >= 0.0).unwrap_or(0.0),
+        speed_mps: num(coords, "speed").filter(|s| *s >= 0.0),
+        heading_deg: num(coords, "heading").filter(|h| *h >= 0.0),
+        altitude_m: num(coords, "altitude"),
+        battery,
+        kind: Some(if sos { FixKind::Sos } else { FixKind::Ping }),
+        post_id: None,
+        shift_id: None,
+        datum: None,
+        mock: loc.get("mock").and_then(Value::as_bool),
+    })
+}
+
+/// The member a device key stands for, or 401.
+async fn member_of_key(state: &AppState, key: Option<&str>) -> ApiResult<(Uuid, Uuid)> {
+    let key = key
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .ok_or_else(|| ApiError::unauthorized("the device id (a device key) is missing"))?;
+    let record = device_key::Entity::find()
+        .filter(device_key::Column::KeyHash.eq(hash_key(key)))
+        .filter(device_key::Column::RevokedAt.is_null())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown or revoked device key"))?;
+    let active = member::Entity::find_by_id(record.member_id)
+        .one(&state.db)
+        .await?
+        .is_some_and(|m| m.active);
+    if !active {
+        return Err(ApiError::unauthorized(
+            "the device key's member is not active",
+        ));
+    }
+    if record
+        .last_used_at
+        .is_none_or(|t| Utc::now() - t > Duration::hours(1))
+    {
+        let (id, member) = (record.id, record.member_id);
+        let mut active: device_key::ActiveModel = record.into();
+        active.last_used_at = Set(Some(Utc::now()));
+        active.update(&state.db).await?;
+        return Ok((id, member));
+    }
+    Ok((record.id, record.member_id))
+}
+
+fn answer(outcomes: Vec<Outcome>) -> ApiResult<Response> {
+    let total = outcomes.len();
+    let rejected: Vec<ItemError> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Rejected(e) => Some(e),
+            Outcome::Stored(Written::Conflict(_)) => Some(bad(
+                "timestamp",
+                "another fix with this timestamp is already stored",
+            )),
+            Outcome::Stored(_) => None,
+        })
+        .collect();
+    match rejected.first() {
+        // A single refused fix is an error the app shows; in a batch the good ones count.
+        Some(e) if total == 1 => Err(ApiError::field(
+            e.field.clone().unwrap_or_else(|| "body".into()),
+            e.message.clone(),
+        )),
+        _ => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+fn params_of(query: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A position in the OsmAnd / Traccar query-string form.
+#[utoipa::path(get, path = "/osmand", tag = "checkins",
+    params(
+        ("id" = String, Query, description = "The device key"),
+        ("lat" = f64, Query, description = "Latitude"),
+        ("lon" = f64, Query, description = "Longitude"),
+        ("timestamp" = Option<String>, Query, description = "Unix seconds or ISO 8601 (default: now)"),
+        ("accuracy" = Option<f64>, Query, description = "Metres"),
+        ("speed" = Option<f64>, Query, description = "Knots"),
+        ("bearing" = Option<f64>, Query, description = "Degrees"),
+        ("altitude" = Option<f64>, Query, description = "Metres"),
+        ("batt" = Option<f64>, Query, description = "Battery percent"),
+    ),
+    responses(
+        (status = 200, description = "Stored (or already stored)"),
+        (status = 401, description = "Unknown or revoked device key", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn osmand_get(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let params = params_of(request.uri().query());
+    let (key_id, member_id) = member_of_key(
+        &state,
+        params
+            .get("id")
+            .or(params.get("deviceid"))
+            .map(String::as_str),
+    )
+    .await?;
+    answer(
+        ingest(
+            &state,
+            member_id,
+            vec![from_params(&params, key_id)],
+            Source::Osmand,
+        )
+        .await?,
+    )
+}
+
+/// A position (or several) by POST: the query-string form, a form body, or the Traccar
+/// Client JSON body.
+#[utoipa::path(post, path = "/osmand", tag = "checkins",
+    request_body(content = Object, description = "Traccar Client JSON ({\"location\": {...} or [...], \"device_id\": \"KEY\"}), or a form body with the query-string fields"),
+    responses(
+        (status = 200, description = "Stored (or already stored)"),
+        (status = 401, description = "Unknown or revoked device key", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn osmand_post(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let mut params = params_of(request.uri().query());
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    debug_assert_eq!(request.method(), Method::POST);
+    let body: Bytes = crate::extract::read_body(request, &state).await?;
+    if content_type.starts_with("application/json")
+        || (!body.is_empty() && body.first() == Some(&b'{'))
+    {
+        let json: Value = crate::extract::parse_json(&body)?;
+        let key = json
+            .get("device_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| params.get("id").cloned());
+        let (key_id, member_id) = member_of_key(&state, key.as_deref()).await?;
+        let locations: Vec<&Value> = match json.get("location") {
+            Some(Value::Array(items)) => items.iter().collect(),
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => {
+                return Err(ApiError::field(
+                    "location",
+                    "must be a location object or an array of them",
+                ));
+            }
+        };
+        if locations.len() > super::checkins::MAX_BATCH {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "at most 1000 locations at once",
+            ));
+        }
+        let items = locations
+            .into_iter()
+            .map(|l| from_location(l, key_id))
+            .collect();
+        return answer(ingest(&state, member_id, items, Source::Osmand).await?);
+    }
+    if !body.is_empty() {
+        params.extend(form_urlencoded::parse(&body).into_owned());
+    }
+    let (key_id, member_id) = member_of_key(
+        &state,
+        params
+            .get("id")
+            .or(params.get("deviceid"))
+            .map(String::as_str),
+    )
+    .await?;
+    answer(
+        ingest(
+            &state,
+            member_id,
+            vec![from_params(&params, key_id)],
+            Source::Osmand,
+        )
+        .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_seconds_milliseconds_and_iso() {
+        let t = parse_time("1764400000").unwrap();
+        assert_eq!(t.timestamp(), 1_764_400_000);
+        assert_eq!(
+            parse_time("1764400000123").unwrap().timestamp_millis(),
+            1_764_400_000_123
+        );
+        assert_eq!(
+            parse_time("2026-11-29T08:00:00+08:00").unwrap().timestamp(),
+            parse_time("2026-11-29T00:00:00Z").unwrap().timestamp()
+        );
+        assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn query_form_converts_knots_and_derives_a_stable_client_id() {
+        let key = Uuid::now_v7();
+        let params: HashMap<String, String> = [
+            ("lat", "34.22"),
+            ("lon", "108.95"),
+            ("timestamp", "1764400000"),
+            ("speed", "10"),
+            ("batt", "80"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let a = from_params(&params, key).unwrap();
+        let b = from_params(&params, key).unwrap();
+        assert_eq!(a.client_id, b.client_id);
+        assert!((a.speed_mps.unwrap() - 5.14444).abs() < 1e-6);
+        assert_ne!(
+            a.client_id,
+            from_params(&params, Uuid::now_v7()).unwrap().client_id
+        );
+    }
+}
