@@ -12,6 +12,7 @@ pub mod extract;
 pub mod ingest;
 pub mod metrics;
 pub mod pagination;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod state;
@@ -75,6 +76,7 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
+    let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
@@ -88,6 +90,7 @@ pub async fn serve(
         result = server => result?,
         () = deadline => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
+    purger.abort();
     state.db.close_by_ref().await.ok();
     Ok(())
 }

@@ -31,6 +31,8 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Delete fixes and audit records past their retention (the server also does this hourly)
+    Purge,
     /// Load the demo district (units, 18 routes, 15 checkpoints, 20 kiosks, 30 areas, teams, members, rosters) into an empty database
     Demo,
     /// Import data from files
@@ -136,6 +138,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             )
             .await?;
             println!("added {username} ({role}) with id {id}");
+        }
+        Command::Purge => {
+            let db = db::connect(&settings).await?;
+            db::migrate(&db).await?;
+            let purged = patrol_server::retention::purge(&db, &settings).await?;
+            println!(
+                "deleted {} fixes older than {} days and {} audit records older than {} days",
+                purged.fixes,
+                settings.retention_days,
+                purged.audit_records,
+                settings.audit_retention_days
+            );
         }
         Command::Demo => {
             let state = patrol_server::start(settings).await?;

@@ -373,3 +373,825 @@ fn later_neighbour<'a>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geo::{Destination, Geodesic};
+    use proptest::prelude::*;
+
+    /// The reference district (Xi'an, around 34.22°N 108.95°E).
+    const DISTRICT: LonLat = LonLat::new(108.95, 34.22);
+
+    /// The point `dist` metres from `from` along the geodesic with initial `bearing` (degrees).
+    fn destination(from: LonLat, bearing: f64, dist: f64) -> LonLat {
+        Geodesic.destination(from.into(), bearing, dist).into()
+    }
+
+    /// An instant `ms` milliseconds after a fixed epoch.
+    fn at_ms(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_750_000_000_000 + ms).unwrap()
+    }
+
+    /// An instant `s` seconds after the same epoch.
+    fn at(s: i64) -> DateTime<Utc> {
+        at_ms(s * 1000)
+    }
+
+    fn sample(s: i64, position: LonLat, accuracy_m: f64) -> FixSample {
+        FixSample {
+            recorded_at: at(s),
+            position,
+            accuracy_m,
+            speed_mps: None,
+        }
+    }
+
+    fn stored(sample: FixSample) -> StoredFix {
+        StoredFix {
+            sample,
+            flags: Flags::empty(),
+        }
+    }
+
+    fn honest(samples: &[FixSample]) -> Vec<(FixSample, bool)> {
+        samples.iter().map(|s| (*s, false)).collect()
+    }
+
+    fn foot(prev: Option<&FixSample>, fix: &FixSample, next: Option<&FixSample>) -> bool {
+        implausible_speed(prev, fix, next, Mobility::Foot, &Thresholds::default())
+    }
+
+    /// A straight walk east at `speed` m/s, one fix every `every` seconds, 5 m accuracy.
+    fn walk(n: usize, speed: f64, every: i64) -> Vec<FixSample> {
+        (0..n)
+            .map(|i| {
+                let s = i as i64 * every;
+                sample(s, destination(DISTRICT, 90.0, speed * s as f64), 5.0)
+            })
+            .collect()
+    }
+
+    /// judge_batch with everything new, on foot, received a minute after the last fix.
+    fn judge_all_new(samples: &[FixSample]) -> Vec<Flags> {
+        let received = samples.iter().map(|s| s.recorded_at).max().unwrap() + TimeDelta::minutes(1);
+        judge_batch(
+            &[],
+            &honest(samples),
+            received,
+            Mobility::Foot,
+            &Thresholds::default(),
+        )
+    }
+
+    // ---- flags ----------------------------------------------------------------------------
+
+    #[test]
+    fn flags_names_in_fixed_order_and_back() {
+        let all = Flags::OUTSIDE_SHIFT
+            | Flags::STATIC_REPEAT
+            | Flags::MOCK_LOCATION
+            | Flags::CLOCK_SKEW
+            | Flags::IMPLAUSIBLE_SPEED
+            | Flags::LOW_ACCURACY;
+        assert_eq!(
+            all.names(),
+            [
+                "low_accuracy",
+                "implausible_speed",
+                "clock_skew",
+                "mock_location",
+                "static_repeat",
+                "outside_shift"
+            ]
+        );
+        assert_eq!(Flags::from_names(&all.names()), Some(all));
+        assert_eq!(Flags::empty().names(), Vec::<&str>::new());
+        assert_eq!(Flags::from_names(&[]), Some(Flags::empty()));
+        assert_eq!(
+            Flags::from_names(&["clock_skew", "low_accuracy", "clock_skew"]),
+            Some(Flags::CLOCK_SKEW | Flags::LOW_ACCURACY)
+        );
+        assert_eq!(Flags::from_names(&["low_accuracy", "teleport"]), None);
+        // Bits nobody named yet are not invented into names.
+        assert_eq!(Flags(1 << 20 | 1).names(), ["low_accuracy"]);
+    }
+
+    #[test]
+    fn flags_bit_values_are_stable() {
+        // The bits are stored in the database: renumbering them would relabel old fixes.
+        assert_eq!(Flags::LOW_ACCURACY.0, 1);
+        assert_eq!(Flags::IMPLAUSIBLE_SPEED.0, 2);
+        assert_eq!(Flags::CLOCK_SKEW.0, 4);
+        assert_eq!(Flags::MOCK_LOCATION.0, 8);
+        assert_eq!(Flags::STATIC_REPEAT.0, 16);
+        assert_eq!(Flags::OUTSIDE_SHIFT.0, 32);
+        assert_eq!(Flags::default(), Flags::empty());
+    }
+
+    #[test]
+    fn flags_contains_insert_and_coverage() {
+        let mut f = Flags::empty();
+        assert!(f.contains(Flags::empty()));
+        assert!(!f.contains(Flags::CLOCK_SKEW));
+        f.insert(Flags::CLOCK_SKEW);
+        f.insert(Flags::LOW_ACCURACY);
+        assert!(f.contains(Flags::CLOCK_SKEW | Flags::LOW_ACCURACY));
+        assert!(!f.contains(Flags::CLOCK_SKEW | Flags::MOCK_LOCATION));
+        // Low accuracy, skew, repeats and shifts are judged elsewhere or not at all.
+        assert!(!(f | Flags::STATIC_REPEAT | Flags::OUTSIDE_SHIFT).excludes_from_coverage());
+        assert!(Flags::IMPLAUSIBLE_SPEED.excludes_from_coverage());
+        assert!(Flags::MOCK_LOCATION.excludes_from_coverage());
+        assert!((f | Flags::MOCK_LOCATION).excludes_from_coverage());
+        assert!(!Flags::empty().excludes_from_coverage());
+    }
+
+    #[test]
+    fn thresholds_default_and_mobility_limits() {
+        let t = Thresholds::default();
+        assert_eq!(t.max_accuracy_m, 50.0);
+        assert_eq!(t.max_speed_foot_mps, 7.0);
+        assert_eq!(t.max_speed_vehicle_mps, 45.0);
+        assert_eq!(t.clock_skew_tolerance_s, 60);
+        assert_eq!(t.static_repeat_run, 10);
+        assert_eq!(t.max_speed_mps(Mobility::Foot), 7.0);
+        assert_eq!(t.max_speed_mps(Mobility::Vehicle), 45.0);
+    }
+
+    // ---- apparent speed and implausible_speed ------------------------------------------------
+
+    #[test]
+    fn apparent_speed_uses_accuracy_as_slack_and_is_symmetric() {
+        let a = sample(0, DISTRICT, 10.0);
+        let b = sample(10, destination(DISTRICT, 0.0, 120.0), 10.0);
+        let v = apparent_speed_mps(&a, &b);
+        assert!((v - 10.0).abs() < 1e-6, "{v}");
+        assert_eq!(v, apparent_speed_mps(&b, &a));
+        // Inside the slack: no apparent movement.
+        let c = sample(10, destination(DISTRICT, 0.0, 15.0), 10.0);
+        assert_eq!(apparent_speed_mps(&a, &c), 0.0);
+    }
+
+    #[test]
+    fn walking_at_1_4_mps_raises_nothing() {
+        let fixes = walk(20, 1.4, 10);
+        for i in 1..fixes.len() - 1 {
+            assert!(!foot(Some(&fixes[i - 1]), &fixes[i], Some(&fixes[i + 1])));
+        }
+        assert!(judge_all_new(&fixes).iter().all(|f| *f == Flags::empty()));
+    }
+
+    #[test]
+    fn ten_km_jump_in_ten_seconds_is_implausible() {
+        let a = sample(0, DISTRICT, 5.0);
+        let b = sample(10, destination(DISTRICT, 45.0, 10_000.0), 5.0);
+        assert!(foot(Some(&a), &b, None));
+        assert!(foot(None, &a, Some(&b)));
+        assert!(implausible_speed(
+            Some(&a),
+            &b,
+            None,
+            Mobility::Vehicle,
+            &Thresholds::default()
+        ));
+        assert!(!foot(None, &b, None));
+    }
+
+    #[test]
+    fn honest_fix_after_a_teleport_is_not_flagged() {
+        let mut fixes = walk(6, 1.4, 10);
+        fixes[3].position = destination(DISTRICT, 180.0, 10_000.0);
+        let flags = judge_all_new(&fixes);
+        let expected: Vec<Flags> = (0..6)
+            .map(|i| {
+                if i == 3 {
+                    Flags::IMPLAUSIBLE_SPEED
+                } else {
+                    Flags::empty()
+                }
+            })
+            .collect();
+        assert_eq!(flags, expected);
+        // The single-fix rule, with the teleport skipped as the caller must.
+        assert!(!foot(Some(&fixes[2]), &fixes[4], Some(&fixes[5])));
+        assert!(foot(Some(&fixes[2]), &fixes[3], Some(&fixes[4])));
+    }
+
+    #[test]
+    fn teleport_as_first_or_last_fix_of_a_batch() {
+        let mut first = walk(5, 1.4, 10);
+        first[0].position = destination(DISTRICT, 270.0, 30_000.0);
+        let flags = judge_all_new(&first);
+        assert_eq!(flags[0], Flags::IMPLAUSIBLE_SPEED);
+        assert!(flags[1..].iter().all(|f| *f == Flags::empty()), "{flags:?}");
+
+        let mut last = walk(5, 1.4, 10);
+        last[4].position = destination(DISTRICT, 270.0, 30_000.0);
+        let flags = judge_all_new(&last);
+        assert_eq!(flags[4], Flags::IMPLAUSIBLE_SPEED);
+        assert!(flags[..4].iter().all(|f| *f == Flags::empty()), "{flags:?}");
+    }
+
+    #[test]
+    fn two_lone_contradicting_fixes_flag_one_of_them() {
+        // Nothing else to go by: the plain rule (the later fix condemns the earlier one).
+        let a = sample(0, DISTRICT, 5.0);
+        let b = sample(10, destination(DISTRICT, 0.0, 5_000.0), 5.0);
+        assert_eq!(
+            judge_all_new(&[a, b]),
+            [Flags::IMPLAUSIBLE_SPEED, Flags::empty()]
+        );
+    }
+
+    #[test]
+    fn vehicle_limit_allows_25_mps_that_foot_does_not() {
+        let t = Thresholds::default();
+        let a = sample(0, DISTRICT, 5.0);
+        // 260 m in 10 s less 10 m of slack: 25 m/s.
+        let b = sample(10, destination(DISTRICT, 90.0, 260.0), 5.0);
+        assert!((apparent_speed_mps(&a, &b) - 25.0).abs() < 1e-6);
+        assert!(implausible_speed(Some(&a), &b, None, Mobility::Foot, &t));
+        assert!(!implausible_speed(
+            Some(&a),
+            &b,
+            None,
+            Mobility::Vehicle,
+            &t
+        ));
+        let new = honest(&[a, b]);
+        assert_eq!(
+            judge_batch(&[], &new, at(20), Mobility::Foot, &t),
+            [Flags::IMPLAUSIBLE_SPEED, Flags::empty()]
+        );
+        assert_eq!(
+            judge_batch(&[], &new, at(20), Mobility::Vehicle, &t),
+            [Flags::empty(), Flags::empty()]
+        );
+    }
+
+    #[test]
+    fn accuracy_slack_absorbs_80_m_in_1_s_at_50_m_accuracy() {
+        let a = sample(0, DISTRICT, 50.0);
+        let b = sample(1, destination(DISTRICT, 10.0, 80.0), 50.0);
+        assert_eq!(apparent_speed_mps(&a, &b), 0.0);
+        assert!(!foot(Some(&a), &b, None));
+        // 50 m is the limit, not over it.
+        assert_eq!(judge_all_new(&[a, b]), [Flags::empty(), Flags::empty()]);
+    }
+
+    #[test]
+    fn zero_dt_is_fine_at_the_same_place_and_infinite_elsewhere() {
+        let a = sample(0, DISTRICT, 5.0);
+        let same = sample(0, DISTRICT, 5.0);
+        assert_eq!(apparent_speed_mps(&a, &same), 0.0);
+        assert!(!foot(Some(&a), &same, None));
+        // Within the slack counts as the same place.
+        let near = sample(0, destination(DISTRICT, 0.0, 9.0), 5.0);
+        assert_eq!(apparent_speed_mps(&a, &near), 0.0);
+        let away = sample(0, destination(DISTRICT, 0.0, 11.0), 5.0);
+        assert_eq!(apparent_speed_mps(&a, &away), f64::INFINITY);
+        assert!(foot(Some(&a), &away, None));
+    }
+
+    #[test]
+    fn sub_second_intervals_count() {
+        let a = FixSample {
+            recorded_at: at_ms(0),
+            ..sample(0, DISTRICT, 0.0)
+        };
+        let b = FixSample {
+            recorded_at: at_ms(500),
+            ..sample(0, destination(DISTRICT, 0.0, 3.0), 0.0)
+        };
+        assert!((apparent_speed_mps(&a, &b) - 6.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn late_fix_between_two_stored_fixes_is_judged_against_both() {
+        let t = Thresholds::default();
+        let s1 = sample(0, DISTRICT, 5.0);
+        let s2 = sample(60, destination(DISTRICT, 90.0, 60.0), 5.0);
+        let around = [stored(s2), stored(s1)];
+        let received = at(3600);
+
+        // On the way from one to the other: fine.
+        let between = sample(30, destination(DISTRICT, 90.0, 30.0), 5.0);
+        assert_eq!(
+            judge_batch(&around, &[(between, false)], received, Mobility::Foot, &t),
+            [Flags::empty()]
+        );
+
+        // Reachable from the earlier one (190 m less 10 m of slack in 30 s: 6 m/s), but too far
+        // from the later one (250 m less slack in 30 s: 8 m/s): only the later neighbour says so.
+        let detour = sample(30, destination(DISTRICT, 270.0, 190.0), 5.0);
+        assert!(!foot(Some(&s1), &detour, None));
+        assert!(foot(None, &detour, Some(&s2)));
+        assert_eq!(
+            judge_batch(&around, &[(detour, false)], received, Mobility::Foot, &t),
+            [Flags::IMPLAUSIBLE_SPEED]
+        );
+        // And mirrored: 7.3 m/s from the earlier one, 5.3 m/s to the later one.
+        let early = sample(30, destination(DISTRICT, 90.0, 230.0), 5.0);
+        assert!(foot(Some(&s1), &early, None));
+        assert!(!foot(None, &early, Some(&s2)));
+        assert_eq!(
+            judge_batch(&around, &[(early, false)], received, Mobility::Foot, &t),
+            [Flags::IMPLAUSIBLE_SPEED]
+        );
+    }
+
+    #[test]
+    fn stored_implausible_or_mock_fixes_are_not_neighbours() {
+        let t = Thresholds::default();
+        let fixes = walk(4, 1.4, 10);
+        let far = destination(DISTRICT, 0.0, 20_000.0);
+        let teleport = StoredFix {
+            sample: sample(15, far, 5.0),
+            flags: Flags::IMPLAUSIBLE_SPEED,
+        };
+        let mocked = StoredFix {
+            sample: sample(25, far, 5.0),
+            flags: Flags::MOCK_LOCATION,
+        };
+        let store = [stored(fixes[0]), stored(fixes[1]), teleport, mocked];
+        let new = honest(&fixes[2..]);
+        assert_eq!(
+            judge_batch(&store, &new, at(60), Mobility::Foot, &t),
+            [Flags::empty(), Flags::empty()]
+        );
+        // The same stored fix without its flag would condemn the new one.
+        let unflagged = [stored(fixes[0]), stored(fixes[1]), stored(teleport.sample)];
+        assert_eq!(
+            judge_batch(&unflagged, &new, at(60), Mobility::Foot, &t)[0],
+            Flags::IMPLAUSIBLE_SPEED
+        );
+    }
+
+    #[test]
+    fn new_mock_fix_is_flagged_and_skipped_as_a_neighbour() {
+        let t = Thresholds::default();
+        let fixes = walk(3, 1.4, 10);
+        let spoofed = sample(15, destination(DISTRICT, 0.0, 20_000.0), 5.0);
+        let new = [
+            (fixes[0], false),
+            (spoofed, true),
+            (fixes[1], false),
+            (fixes[2], false),
+        ];
+        assert_eq!(
+            judge_batch(&[], &new, at(60), Mobility::Foot, &t),
+            [
+                Flags::empty(),
+                Flags::MOCK_LOCATION | Flags::IMPLAUSIBLE_SPEED,
+                Flags::empty(),
+                Flags::empty()
+            ]
+        );
+    }
+
+    #[test]
+    fn judge_batch_returns_flags_in_input_order_and_leaves_nothing_for_no_new_fixes() {
+        let t = Thresholds::default();
+        let mut fixes = walk(5, 1.4, 10);
+        fixes[2].position = destination(DISTRICT, 0.0, 20_000.0);
+        let new = honest(&[fixes[4], fixes[2], fixes[0], fixes[3], fixes[1]]);
+        assert_eq!(
+            judge_batch(&[], &new, at(60), Mobility::Foot, &t),
+            [
+                Flags::empty(),
+                Flags::IMPLAUSIBLE_SPEED,
+                Flags::empty(),
+                Flags::empty(),
+                Flags::empty()
+            ]
+        );
+        let store: Vec<StoredFix> = fixes.iter().copied().map(stored).collect();
+        assert!(judge_batch(&store, &[], at(60), Mobility::Foot, &t).is_empty());
+    }
+
+    #[test]
+    fn ties_in_recorded_at_put_stored_first_then_input_order() {
+        let t = Thresholds::default();
+        let here = sample(0, DISTRICT, 5.0);
+        let there = sample(0, destination(DISTRICT, 0.0, 1_000.0), 5.0);
+        // With `here` stored it comes first, so the simultaneous `there` is the odd one.
+        assert_eq!(
+            judge_batch(
+                &[stored(here)],
+                &[(there, false)],
+                at(60),
+                Mobility::Foot,
+                &t
+            ),
+            [Flags::IMPLAUSIBLE_SPEED]
+        );
+        // Both new: the first in input order is the earlier neighbour of the second.
+        assert_eq!(
+            judge_batch(
+                &[],
+                &[(here, false), (there, false)],
+                at(60),
+                Mobility::Foot,
+                &t
+            ),
+            [Flags::IMPLAUSIBLE_SPEED, Flags::empty()]
+        );
+    }
+
+    // ---- static_repeat ------------------------------------------------------------------------
+
+    /// `n` bit-identical readings, 5 s apart.
+    fn frozen(n: usize) -> Vec<FixSample> {
+        let p = destination(DISTRICT, 33.0, 123.456);
+        (0..n)
+            .map(|i| FixSample {
+                speed_mps: Some(0.25),
+                ..sample(i as i64 * 5, p, 12.5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ten_identical_fixes_raise_static_repeat_on_the_tenth_not_the_ninth() {
+        let t = Thresholds::default();
+        let fixes = frozen(11);
+        assert!(!static_repeat(&fixes[..8], &fixes[8], &t));
+        assert!(static_repeat(&fixes[..9], &fixes[9], &t));
+        assert!(static_repeat(&fixes[..10], &fixes[10], &t));
+        assert!(!static_repeat(&[], &fixes[0], &t));
+        let flags = judge_all_new(&fixes);
+        for (i, f) in flags.iter().enumerate() {
+            let expected = if i >= 9 {
+                Flags::STATIC_REPEAT
+            } else {
+                Flags::empty()
+            };
+            assert_eq!(*f, expected, "fix {i}");
+        }
+    }
+
+    #[test]
+    fn static_repeat_run_spans_stored_and_new_fixes() {
+        let t = Thresholds::default();
+        let fixes = frozen(10);
+        let store: Vec<StoredFix> = fixes[..7].iter().rev().copied().map(stored).collect();
+        let new = honest(&[fixes[9], fixes[8], fixes[7]]);
+        assert_eq!(
+            judge_batch(&store, &new, at(60), Mobility::Foot, &t),
+            [Flags::STATIC_REPEAT, Flags::empty(), Flags::empty()]
+        );
+    }
+
+    #[test]
+    fn jitter_of_1e_7_degrees_breaks_the_run() {
+        let t = Thresholds::default();
+        let mut fixes = frozen(10);
+        fixes[4].position.lat += 1e-7;
+        assert!(!static_repeat(&fixes[..9], &fixes[9], &t));
+        assert!(judge_all_new(&fixes).iter().all(|f| *f == Flags::empty()));
+        // The run starts again after the jittered fix.
+        let longer = frozen(15);
+        let mut jittered = longer.clone();
+        jittered[4].position.lon -= 1e-7;
+        assert!(!static_repeat(&jittered[..13], &jittered[13], &t));
+        assert!(static_repeat(&jittered[..14], &jittered[14], &t));
+    }
+
+    #[test]
+    fn static_repeat_compares_accuracy_and_speed_too() {
+        let t = Thresholds::default();
+        let base = frozen(10);
+        let mut other_accuracy = base.clone();
+        other_accuracy[0].accuracy_m = 12.500_000_001;
+        assert!(!static_repeat(&other_accuracy[..9], &other_accuracy[9], &t));
+        let mut no_speed = base.clone();
+        no_speed[0].speed_mps = None;
+        assert!(!static_repeat(&no_speed[..9], &no_speed[9], &t));
+        assert!(static_repeat(&base[..9], &base[9], &t));
+    }
+
+    // ---- clock skew, accuracy, mock -----------------------------------------------------------
+
+    #[test]
+    fn clock_skew_61_s_ahead_is_flagged_59_s_is_not() {
+        let t = Thresholds::default();
+        let received = at(1000);
+        assert!(clock_skew(at(1061), received, &t));
+        assert!(!clock_skew(at(1060), received, &t));
+        assert!(!clock_skew(at(1059), received, &t));
+        // Behind the server is an upload delay, not skew.
+        assert!(!clock_skew(at(-86_400), received, &t));
+        let f = sample(1061, DISTRICT, 5.0);
+        assert_eq!(intrinsic_flags(&f, false, received, &t), Flags::CLOCK_SKEW);
+        let f = sample(1059, DISTRICT, 5.0);
+        assert_eq!(intrinsic_flags(&f, false, received, &t), Flags::empty());
+    }
+
+    #[test]
+    fn low_accuracy_is_over_the_limit() {
+        let t = Thresholds::default();
+        let received = at(1000);
+        let ok = sample(0, DISTRICT, 50.0);
+        assert_eq!(intrinsic_flags(&ok, false, received, &t), Flags::empty());
+        let coarse = sample(0, DISTRICT, 50.5);
+        assert_eq!(
+            intrinsic_flags(&coarse, false, received, &t),
+            Flags::LOW_ACCURACY
+        );
+        let unknown = sample(0, DISTRICT, f64::NAN);
+        assert_eq!(
+            intrinsic_flags(&unknown, false, received, &t),
+            Flags::LOW_ACCURACY
+        );
+    }
+
+    #[test]
+    fn mock_is_flagged_intrinsically() {
+        let t = Thresholds::default();
+        let f = sample(2000, DISTRICT, 80.0);
+        assert_eq!(
+            intrinsic_flags(&f, true, at(1000), &t),
+            Flags::MOCK_LOCATION | Flags::LOW_ACCURACY | Flags::CLOCK_SKEW
+        );
+        assert_eq!(
+            judge_batch(&[], &[(f, true)], at(1000), Mobility::Foot, &t),
+            [Flags::MOCK_LOCATION | Flags::LOW_ACCURACY | Flags::CLOCK_SKEW]
+        );
+    }
+
+    // ---- properties ---------------------------------------------------------------------------
+
+    /// One step of a random walk: speed (m/s), heading (°), seconds since the previous fix,
+    /// jitter distance (m) and bearing (°) of the reported position, accuracy (m), and how the
+    /// fix is handed to judge_batch: a shuffle key and whether it is stored.
+    type Step = (f64, f64, f64, f64, f64, f64, u32, bool);
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            0.0f64..2.0,
+            0.0f64..360.0,
+            15.0f64..60.0,
+            0.0f64..5.0,
+            0.0f64..360.0,
+            3.0f64..30.0,
+            any::<u32>(),
+            any::<bool>(),
+        )
+    }
+
+    /// The reported fixes of a walk starting in the district, in time order.
+    fn walk_from(steps: &[Step]) -> Vec<FixSample> {
+        let mut truth = DISTRICT;
+        let mut ms = 0i64;
+        steps
+            .iter()
+            .map(|&(speed, heading, dt, jd, jb, acc, _, _)| {
+                let dt_ms = (dt * 1000.0).round() as i64;
+                ms += dt_ms;
+                truth = destination(truth, heading, speed * dt_ms as f64 / 1000.0);
+                FixSample {
+                    recorded_at: at_ms(ms),
+                    position: destination(truth, jb, jd),
+                    accuracy_m: acc,
+                    speed_mps: Some(speed),
+                }
+            })
+            .collect()
+    }
+
+    /// Hands the fixes to judge_batch shuffled by `keys` and split by `to_store` (stored fixes
+    /// carry `stored_flags`); returns the flags per fix in the original order, `None` for the
+    /// stored ones.
+    fn judge_split(
+        fixes: &[(FixSample, bool)],
+        stored_flags: &[Flags],
+        keys: &[u32],
+        to_store: &[bool],
+        mobility: Mobility,
+    ) -> Vec<Option<Flags>> {
+        let mut idx: Vec<usize> = (0..fixes.len()).collect();
+        idx.sort_by_key(|&i| (keys[i], i));
+        let (stored_idx, new_idx): (Vec<usize>, Vec<usize>) =
+            idx.into_iter().partition(|&i| to_store[i]);
+        let store: Vec<StoredFix> = stored_idx
+            .iter()
+            .map(|&i| StoredFix {
+                sample: fixes[i].0,
+                flags: stored_flags[i],
+            })
+            .collect();
+        let new: Vec<(FixSample, bool)> = new_idx.iter().map(|&i| fixes[i]).collect();
+        let received = fixes.iter().map(|f| f.0.recorded_at).max().unwrap() + TimeDelta::hours(1);
+        let flags = judge_batch(&store, &new, received, mobility, &Thresholds::default());
+        let mut out = vec![None; fixes.len()];
+        for (k, &i) in new_idx.iter().enumerate() {
+            out[i] = Some(flags[k]);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// A normal walk raises no flag at all, whatever order and split judge_batch gets it in.
+        #[test]
+        fn prop_normal_walk_raises_nothing(steps in prop::collection::vec(step(), 2..30)) {
+            let fixes = walk_from(&steps);
+            for i in 0..fixes.len() {
+                let prev = i.checked_sub(1).map(|p| &fixes[p]);
+                prop_assert!(!foot(prev, &fixes[i], fixes.get(i + 1)));
+                prop_assert!(!static_repeat(&fixes[..i], &fixes[i], &Thresholds::default()));
+            }
+            let keys: Vec<u32> = steps.iter().map(|s| s.6).collect();
+            let split: Vec<bool> = steps.iter().map(|s| s.7).collect();
+            let none = vec![Flags::empty(); fixes.len()];
+            let out = judge_split(&honest(&fixes), &none, &keys, &split, Mobility::Foot);
+            for f in out.into_iter().flatten() {
+                prop_assert_eq!(f, Flags::empty());
+            }
+        }
+
+        /// One teleport (20+ km away) inserted anywhere into a walk is flagged, and judge_batch
+        /// flags nothing else, whatever the order and split of the walk.
+        #[test]
+        fn prop_teleport_is_flagged_alone(
+            steps in prop::collection::vec(step(), 2..30),
+            at_index in any::<prop::sample::Index>(),
+            bearing in 0.0f64..360.0,
+            dist in 20_000.0f64..200_000.0,
+            key in any::<u32>(),
+        ) {
+            let walk = walk_from(&steps);
+            let k = at_index.index(walk.len() + 1);
+            let when = match k {
+                0 => walk[0].recorded_at - TimeDelta::seconds(30),
+                k if k == walk.len() => walk[k - 1].recorded_at + TimeDelta::seconds(30),
+                k => walk[k - 1].recorded_at + (walk[k].recorded_at - walk[k - 1].recorded_at) / 2,
+            };
+            let teleport = FixSample {
+                recorded_at: when,
+                position: destination(walk[k.min(walk.len() - 1)].position, bearing, dist),
+                accuracy_m: 10.0,
+                speed_mps: None,
+            };
+            prop_assert!(foot(k.checked_sub(1).map(|p| &walk[p]), &teleport, walk.get(k)));
+
+            let mut fixes = walk.clone();
+            fixes.insert(k, teleport);
+            let mut keys: Vec<u32> = steps.iter().map(|s| s.6).collect();
+            keys.insert(k, key);
+            let mut split: Vec<bool> = steps.iter().map(|s| s.7).collect();
+            split.insert(k, false);
+            let none = vec![Flags::empty(); fixes.len()];
+            let out = judge_split(&honest(&fixes), &none, &keys, &split, Mobility::Foot);
+            for (i, f) in out.into_iter().enumerate() {
+                let expected = if i == k { Flags::IMPLAUSIBLE_SPEED } else { Flags::empty() };
+                if let Some(f) = f {
+                    prop_assert_eq!(f, expected, "fix {} of {}", i, fixes.len());
+                }
+            }
+        }
+
+        /// A frozen device (one reading repeated) after a walk raises static_repeat from the
+        /// run-th repeat on, both fix by fix and in judge_batch.
+        #[test]
+        fn prop_frozen_device_raises_static_repeat_from_the_run_th_fix(
+            walk_steps in prop::collection::vec(step(), 0..10),
+            run in 2usize..12,
+            extra in 0usize..8,
+            gaps in prop::collection::vec((1i64..120, any::<u32>(), any::<bool>()), 20),
+            acc in 3.0f64..30.0,
+            speed in prop::option::of(0.0f64..2.0),
+        ) {
+            let t = Thresholds { static_repeat_run: run, ..Thresholds::default() };
+            let walk = walk_from(&walk_steps);
+            let last = walk.last().map_or(at(0), |f| f.recorded_at);
+            let place = destination(walk.last().map_or(DISTRICT, |f| f.position), 45.0, 3.0);
+            let mut fixes = walk.clone();
+            let mut when = last;
+            for &(gap, _, _) in &gaps[..run + extra] {
+                when += TimeDelta::seconds(gap);
+                fixes.push(FixSample { recorded_at: when, position: place, accuracy_m: acc, speed_mps: speed });
+            }
+            let expected = |i: usize| i >= walk.len() && i + 1 - walk.len() >= run;
+            for i in 0..fixes.len() {
+                prop_assert_eq!(static_repeat(&fixes[..i], &fixes[i], &t), expected(i), "fix {}", i);
+            }
+
+            let keys: Vec<u32> =
+                walk_steps.iter().map(|s| s.6).chain(gaps.iter().map(|g| g.1)).collect();
+            let split: Vec<bool> =
+                walk_steps.iter().map(|s| s.7).chain(gaps.iter().map(|g| g.2)).collect();
+            let mut idx: Vec<usize> = (0..fixes.len()).collect();
+            idx.sort_by_key(|&i| (keys[i], i));
+            let (stored_idx, new_idx): (Vec<usize>, Vec<usize>) =
+                idx.into_iter().partition(|&i| split[i]);
+            let store: Vec<StoredFix> = stored_idx.iter().map(|&i| stored(fixes[i])).collect();
+            let new: Vec<(FixSample, bool)> = new_idx.iter().map(|&i| (fixes[i], false)).collect();
+            let flags = judge_batch(&store, &new, when, Mobility::Foot, &t);
+            for (k, &i) in new_idx.iter().enumerate() {
+                prop_assert_eq!(flags[k].contains(Flags::STATIC_REPEAT), expected(i), "fix {}", i);
+                prop_assert!(!flags[k].contains(Flags::IMPLAUSIBLE_SPEED));
+            }
+        }
+
+        /// judge_batch gives every new fix the same flags whatever order `new` and `stored` come
+        /// in, for messy input: teleports, mocks, flagged stored fixes, repeats.
+        #[test]
+        fn prop_judge_batch_ignores_input_order(
+            fixes in prop::collection::vec(
+                (
+                    1i64..90_000,
+                    prop_oneof![
+                        4 => (0.0f64..360.0, 0.0f64..300.0),
+                        1 => (0.0f64..360.0, 5_000.0f64..50_000.0),
+                    ],
+                    prop_oneof![Just(5.0f64), 3.0f64..80.0],
+                    any::<bool>(),
+                    prop_oneof![
+                        3 => Just(Flags::empty()),
+                        1 => Just(Flags::IMPLAUSIBLE_SPEED),
+                        1 => Just(Flags::MOCK_LOCATION),
+                    ],
+                    any::<(bool, bool, u32, u32)>(),
+                ),
+                1..25,
+            ),
+            vehicle in any::<bool>(),
+        ) {
+            // Distinct times (strictly increasing gaps), so no ties decide anything.
+            let mut ms = 0;
+            let mut all: Vec<(FixSample, bool)> = Vec::new();
+            let mut stored_flags = Vec::new();
+            let mut split = Vec::new();
+            let (mut keys_a, mut keys_b) = (Vec::new(), Vec::new());
+            for &(gap, (bearing, dist), acc, repeat, flags, (mock, to_store, ka, kb)) in &fixes {
+                ms += gap;
+                // A repeat copies the previous reading exactly, as a frozen device would.
+                let (position, accuracy_m) = match all.last() {
+                    Some((prev, _)) if repeat => (prev.position, prev.accuracy_m),
+                    _ => (destination(DISTRICT, bearing, dist), acc),
+                };
+                all.push((
+                    FixSample { recorded_at: at_ms(ms), position, accuracy_m, speed_mps: None },
+                    mock && !to_store,
+                ));
+                stored_flags.push(flags);
+                split.push(to_store);
+                keys_a.push(ka);
+                keys_b.push(kb);
+            }
+            let mobility = if vehicle { Mobility::Vehicle } else { Mobility::Foot };
+            let a = judge_split(&all, &stored_flags, &keys_a, &split, mobility);
+            let b = judge_split(&all, &stored_flags, &keys_b, &split, mobility);
+            prop_assert_eq!(a, b);
+        }
+
+        /// A single new fix among stored ones gets exactly what the single-fix rules give it.
+        #[test]
+        fn prop_single_new_fix_matches_the_single_fix_rules(
+            steps in prop::collection::vec(step(), 1..20),
+            target in any::<prop::sample::Index>(),
+            far in prop::option::of((0.0f64..360.0, 0.0f64..20_000.0)),
+            flagged in prop::collection::vec(any::<bool>(), 20),
+            mock in any::<bool>(),
+        ) {
+            let t = Thresholds::default();
+            let mut fixes = walk_from(&steps);
+            let k = target.index(fixes.len());
+            if let Some((bearing, dist)) = far {
+                fixes[k].position = destination(fixes[k].position, bearing, dist);
+            }
+            let flags_of = |i: usize| if flagged[i] && i != k { Flags::IMPLAUSIBLE_SPEED } else { Flags::empty() };
+            let store: Vec<StoredFix> = (0..fixes.len())
+                .filter(|&i| i != k)
+                .map(|i| StoredFix { sample: fixes[i], flags: flags_of(i) })
+                .collect();
+            let received = fixes.last().unwrap().recorded_at;
+            let got = judge_batch(&store, &[(fixes[k], mock)], received, Mobility::Foot, &t);
+
+            let prev = (0..k).rev().find(|&i| !flagged[i]).map(|i| &fixes[i]);
+            let next = (k + 1..fixes.len()).find(|&i| !flagged[i]).map(|i| &fixes[i]);
+            let mut expected = intrinsic_flags(&fixes[k], mock, received, &t);
+            if implausible_speed(prev, &fixes[k], next, Mobility::Foot, &t) {
+                expected.insert(Flags::IMPLAUSIBLE_SPEED);
+            }
+            if static_repeat(&fixes[..k], &fixes[k], &t) {
+                expected.insert(Flags::STATIC_REPEAT);
+            }
+            prop_assert_eq!(got, vec![expected]);
+        }
+
+        /// Names and bits round-trip for every combination of the known flags.
+        #[test]
+        fn prop_flag_names_round_trip(bits in 0i32..64) {
+            let flags = Flags(bits);
+            let names = flags.names();
+            prop_assert_eq!(Flags::from_names(&names), Some(flags));
+            prop_assert_eq!(names.len(), bits.count_ones() as usize);
+            for name in names {
+                prop_assert!(flags.contains(Flags::from_names(&[name]).unwrap()));
+            }
+        }
+    }
+}

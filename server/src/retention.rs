@@ -1,0 +1,73 @@
+//! Retention: fixes older than `retention_days` and audit records older than
+//! `audit_retention_days` are deleted, hourly in the background and by `patrol purge`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+use crate::{
+    settings::Settings,
+    store::{audit_record, fix},
+};
+
+/// How often the server purges.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What a purge deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Fixes deleted.
+    pub fixes: u64,
+    /// Audit records deleted.
+    pub audit_records: u64,
+}
+
+/// Deletes what is past its retention.
+pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purged, sea_orm::DbErr> {
+    let now = Utc::now();
+    let fixes = fix::Entity::delete_many()
+        .filter(
+            fix::Column::RecordedAt
+                .lt(now - chrono::Duration::days(i64::from(settings.retention_days))),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    let audit_records = audit_record::Entity::delete_many()
+        .filter(
+            audit_record::Column::At
+                .lt(now - chrono::Duration::days(i64::from(settings.audit_retention_days))),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(Purged {
+        fixes,
+        audit_records,
+    })
+}
+
+/// Purges now and then every hour, until the process ends.
+pub fn spawn_purger(
+    db: DatabaseConnection,
+    settings: std::sync::Arc<Settings>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tick.tick().await;
+            match purge(&db, &settings).await {
+                Ok(p) if p.fixes + p.audit_records > 0 => {
+                    tracing::info!(
+                        fixes = p.fixes,
+                        audit_records = p.audit_records,
+                        "purged past retention"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),
+            }
+        }
+    })
+}
