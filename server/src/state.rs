@@ -27,6 +27,15 @@ pub struct AppState {
     pub auth_cache: Arc<AuthCache>,
     /// The group-commit writer of fixes.
     pub writer: Writer,
+    /// Members' mobility and rostered spans, for the check-in rules.
+    pub member_contexts: Arc<crate::routes::checkins::MemberContexts>,
+}
+
+impl AppState {
+    /// Call after changing shifts, teams or members: cached views of them are dropped.
+    pub fn rosters_changed(&self) {
+        self.member_contexts.clear();
+    }
 }
 
 impl AppState {
@@ -51,6 +60,7 @@ impl AppState {
         Ok(AppState {
             writer: Writer::start(db.clone()),
             auth_cache: Arc::new(AuthCache::default()),
+            member_contexts: Arc::default(),
             db,
             settings: Arc::new(settings),
             keys: Arc::new(keys),

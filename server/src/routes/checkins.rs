@@ -393,6 +393,76 @@ fn thresholds(state: &AppState) -> Thresholds {
     }
 }
 
+/// What the rules need to know about a member beyond the fix: how they move and when
+/// they are rostered. Cached for [`MEMBER_CONTEXT_TTL`], and dropped at once when this
+/// process changes a roster, team or member.
+#[derive(Clone, Debug)]
+pub struct MemberContext {
+    mobility: Mobility,
+    /// Shifts of the member from the sync window's start to a day ahead.
+    shifts: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    covers: (DateTime<Utc>, DateTime<Utc>),
+    loaded: std::time::Instant,
+}
+
+/// How long a member's context is reused.
+pub const MEMBER_CONTEXT_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Member contexts by member id.
+#[derive(Default)]
+pub struct MemberContexts(std::sync::Mutex<std::collections::HashMap<Uuid, MemberContext>>);
+
+impl MemberContexts {
+    /// Forgets every context (a roster, team or member changed).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
+async fn member_context(
+    state: &AppState,
+    member_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<MemberContext> {
+    if let Ok(cache) = state.member_contexts.0.lock()
+        && let Some(c) = cache.get(&member_id)
+        && c.loaded.elapsed() < MEMBER_CONTEXT_TTL
+        && c.covers.0 <= from
+        && to < c.covers.1
+    {
+        return Ok(c.clone());
+    }
+    let now = Utc::now();
+    let covers = (
+        (now - state.settings.sync_window - Duration::hours(1)).min(from),
+        (now + Duration::days(1)).max(to + Duration::seconds(1)),
+    );
+    let shifts = shift::Entity::find()
+        .filter(overlapping(covers.0, covers.1))
+        .filter(shifts_of_member(member_id))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| (s.starts_at, s.ends_at))
+        .collect();
+    let context = MemberContext {
+        mobility: mobility(state, member_id).await?,
+        shifts,
+        covers,
+        loaded: std::time::Instant::now(),
+    };
+    if let Ok(mut cache) = state.member_contexts.0.lock() {
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(member_id, context.clone());
+    }
+    Ok(context)
+}
+
 /// Foot or vehicle, from the kinds of the member's teams: grid patrols and checkpoint
 /// crews may drive; everyone else walks.
 async fn mobility(state: &AppState, member_id: Uuid) -> ApiResult<Mobility> {
@@ -447,28 +517,37 @@ async fn stored_around(
     to: DateTime<Utc>,
 ) -> ApiResult<Vec<StoredFix>> {
     let before = state.settings.static_repeat_run as u64 + 4;
+    // For one fix (from == to) the fixes at that very moment come with the earlier ones.
+    let single = from == to;
     let mut out: Vec<StoredFix> = fix::Entity::find()
         .filter(fix::Column::MemberId.eq(member_id))
-        .filter(fix::Column::RecordedAt.lt(from))
+        .filter(if single {
+            fix::Column::RecordedAt.lte(from)
+        } else {
+            fix::Column::RecordedAt.lt(from)
+        })
         .order_by_desc(fix::Column::RecordedAt)
         .limit(before)
         .all(&state.db)
         .await?
         .iter()
+        .rev()
         .map(sample)
         .collect();
-    out.extend(
-        fix::Entity::find()
-            .filter(fix::Column::MemberId.eq(member_id))
-            .filter(fix::Column::RecordedAt.gte(from))
-            .filter(fix::Column::RecordedAt.lte(to))
-            .order_by_asc(fix::Column::RecordedAt)
-            .limit(20_000)
-            .all(&state.db)
-            .await?
-            .iter()
-            .map(sample),
-    );
+    if !single {
+        out.extend(
+            fix::Entity::find()
+                .filter(fix::Column::MemberId.eq(member_id))
+                .filter(fix::Column::RecordedAt.gte(from))
+                .filter(fix::Column::RecordedAt.lte(to))
+                .order_by_asc(fix::Column::RecordedAt)
+                .limit(20_000)
+                .all(&state.db)
+                .await?
+                .iter()
+                .map(sample),
+        );
+    }
     out.extend(
         fix::Entity::find()
             .filter(fix::Column::MemberId.eq(member_id))
@@ -569,7 +648,7 @@ pub async fn ingest(
             .max()
             .unwrap_or(now);
         let stored = stored_around(state, member_id, from, to).await?;
-        let mobility = mobility(state, member_id).await?;
+        let context = member_context(state, member_id, from, to).await?;
         let new: Vec<(FixSample, bool)> = good
             .iter()
             .map(|c| {
@@ -584,19 +663,12 @@ pub async fn ingest(
                 )
             })
             .collect();
-        let mut flags = plausibility::judge_batch(&stored, &new, now, mobility, &thresholds(state));
+        let mut flags =
+            plausibility::judge_batch(&stored, &new, now, context.mobility, &thresholds(state));
         // outside_shift: no shift of the member covers the moment.
-        let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = shift::Entity::find()
-            .filter(overlapping(from, to + Duration::seconds(1)))
-            .filter(shifts_of_member(member_id))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|s| (s.starts_at, s.ends_at))
-            .collect();
         for (c, f) in good.iter().zip(flags.iter_mut()) {
             let t = c.input.recorded_at;
-            if !spans.iter().any(|(a, b)| *a <= t && t < *b) {
+            if !context.shifts.iter().any(|(a, b)| *a <= t && t < *b) {
                 f.insert(Flags::OUTSIDE_SHIFT);
             }
         }

@@ -399,6 +399,7 @@ pub async fn patch_member(
     }
     txn.commit().await?;
     state.auth_cache.clear();
+    state.rosters_changed();
     Ok(axum::Json(updated.into()))
 }
 
@@ -424,5 +425,6 @@ pub async fn delete_member(
     }
     member::Entity::delete_by_id(id).exec(&state.db).await?;
     state.auth_cache.clear();
+    state.rosters_changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -179,6 +179,7 @@ pub async fn generate(
     let txn = state.db.begin().await?;
     let (created, total) = insert_planned(&txn, &req.post_ids, &planned).await?;
     txn.commit().await?;
+    state.rosters_changed();
     Ok(axum::Json(GenerateReport {
         created,
         skipped: total - created,

@@ -467,6 +467,7 @@ pub async fn create_shift(
     .await?;
     set_named(&txn, model.id, &members).await?;
     txn.commit().await?;
+    state.rosters_changed();
     Ok((
         StatusCode::CREATED,
         axum::Json(to_shift(model, members, post.min_headcount)),
@@ -569,6 +570,7 @@ pub async fn patch_shift(
         set_named(&txn, id, m).await?;
     }
     txn.commit().await?;
+    state.rosters_changed();
     let mut answers = answer_many(&state.db, vec![updated]).await?;
     answers
         .pop()
@@ -588,6 +590,7 @@ pub async fn delete_shift(
     user.require_manager()?;
     shift_in_scope(&state, &user, id).await?;
     shift::Entity::delete_by_id(id).exec(&state.db).await?;
+    state.rosters_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -319,6 +319,7 @@ pub async fn create_team(
     .await?;
     set_members(&txn, model.id, &members).await?;
     txn.commit().await?;
+    state.rosters_changed();
     Ok((
         StatusCode::CREATED,
         axum::Json(team_answer(&state, model).await?),
@@ -393,6 +394,7 @@ pub async fn patch_team(
         set_members(&txn, id, &members).await?;
     }
     txn.commit().await?;
+    state.rosters_changed();
     Ok(axum::Json(team_answer(&state, updated).await?))
 }
 
@@ -408,6 +410,7 @@ pub async fn delete_team(
     user.require_manager()?;
     team_in_scope(&state, &user, id).await?;
     team::Entity::delete_by_id(id).exec(&state.db).await?;
+    state.rosters_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -433,5 +436,6 @@ pub async fn put_team_members(
     active.updated_at = Set(Utc::now());
     let updated = active.update(&txn).await?;
     txn.commit().await?;
+    state.rosters_changed();
     Ok(axum::Json(team_answer(&state, updated).await?))
 }
