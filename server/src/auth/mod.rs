@@ -84,6 +84,9 @@ pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5
 #[derive(Default)]
 pub struct AuthCache {
     entries: std::sync::Mutex<std::collections::HashMap<Uuid, (std::time::Instant, AuthUser)>>,
+    /// Bumped by every forget; a check that began before a forget must not store its
+    /// result, or it could bring back a login that was just ended.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl AuthCache {
@@ -93,8 +96,15 @@ impl AuthCache {
         (at.elapsed() < AUTH_CACHE_TTL && user.id == member).then(|| user.clone())
     }
 
-    fn put(&self, user: &AuthUser) {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn put(&self, user: &AuthUser, checked_at_generation: u64) {
         if let Ok(mut entries) = self.entries.lock() {
+            if self.generation() != checked_at_generation {
+                return;
+            }
             if entries.len() > 100_000 {
                 entries.retain(|_, (at, _)| at.elapsed() < AUTH_CACHE_TTL);
             }
@@ -105,6 +115,8 @@ impl AuthCache {
     /// Forgets one login (logout, refresh-token reuse).
     pub fn forget_session(&self, session: Uuid) {
         if let Ok(mut entries) = self.entries.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             entries.remove(&session);
         }
     }
@@ -112,6 +124,8 @@ impl AuthCache {
     /// Forgets everything (a member, role or unit changed).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             entries.clear();
         }
     }
@@ -143,6 +157,7 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = state.auth_cache.get(claims.sid, claims.sub) {
             return Ok(user);
         }
+        let generation = state.auth_cache.generation();
         let invalid = || ApiError::unauthorized("the access token is no longer valid");
         let member = member::Entity::find_by_id(claims.sub)
             .one(&state.db)
@@ -170,7 +185,7 @@ impl FromRequestParts<AppState> for AuthUser {
             unit_path,
             session_id: session.id,
         };
-        state.auth_cache.put(&user);
+        state.auth_cache.put(&user, generation);
         Ok(user)
     }
 }

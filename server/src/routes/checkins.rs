@@ -731,7 +731,7 @@ fn conflict_error() -> ItemError {
 /// The body of `POST /checkins`: one fix, or `{"checkins": [...]}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)]
 enum CheckinBody {
     One(CheckinIn),
     Batch(CheckinBatch),
