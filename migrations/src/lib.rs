@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_foundation;
 mod m20261129_000002_posts_and_shifts;
 mod m20261129_000003_fixes;
+mod m20261129_000004_shift_coverage;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_foundation::Migration),
             Box::new(m20261129_000002_posts_and_shifts::Migration),
             Box::new(m20261129_000003_fixes::Migration),
+            Box::new(m20261129_000004_shift_coverage::Migration),
         ]
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod coverage;
 pub mod db;
 pub mod demo;
 
@@ -77,6 +78,7 @@ pub async fn serve(
         let _ = stopping_tx.send(());
     };
     let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());
+    let updater = coverage::spawn_updater(state.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
@@ -91,6 +93,7 @@ pub async fn serve(
         () = deadline => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
     purger.abort();
+    updater.abort();
     state.db.close_by_ref().await.ok();
     Ok(())
 }

@@ -116,6 +116,17 @@ pub struct SettingsArgs {
         value_name = "METRES"
     )]
     pub max_accuracy_m: Option<f64>,
+    /// Two fixes of a member at most this many seconds apart join into a track segment; presence lasts half of it either side of a fix [default: 120]
+    #[arg(long, global = true, env = "PATROL_MAX_GAP_S", value_name = "SECONDS")]
+    pub max_gap_s: Option<i64>,
+    /// Minutes without a fix after which an on-duty member is listed as silent [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_SILENT_AFTER_MIN",
+        value_name = "MINUTES"
+    )]
+    pub silent_after_min: Option<i64>,
     /// How far back a phone may send queued fixes, in days [default: 7]
     #[arg(
         long,
@@ -192,6 +203,8 @@ struct SettingsFile {
     shutdown_timeout_s: Option<u64>,
     db_max_connections: Option<u32>,
     max_accuracy_m: Option<f64>,
+    max_gap_s: Option<i64>,
+    silent_after_min: Option<i64>,
     sync_window_days: Option<u32>,
     max_speed_foot_mps: Option<f64>,
     max_speed_vehicle_mps: Option<f64>,
@@ -260,6 +273,10 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// Fixes less accurate than this do not count (metres).
     pub max_accuracy_m: f64,
+    /// Largest gap (seconds) between fixes that still joins them into a track.
+    pub max_gap_s: i64,
+    /// Minutes without a fix before an on-duty member is silent.
+    pub silent_after_min: i64,
     /// How far back queued fixes are accepted.
     pub sync_window: chrono::Duration,
     /// Plausible speed limits.
@@ -379,6 +396,17 @@ impl Settings {
                 .unwrap_or(45.0),
             "max_speed_vehicle_mps",
         )?;
+        let max_gap_s = args.max_gap_s.or(file.max_gap_s).unwrap_or(120);
+        if !(2..=3600).contains(&max_gap_s) {
+            bail!("max_gap_s must be between 2 and 3600");
+        }
+        let silent_after_min = args
+            .silent_after_min
+            .or(file.silent_after_min)
+            .unwrap_or(10);
+        if !(1..=1440).contains(&silent_after_min) {
+            bail!("silent_after_min must be between 1 and 1440");
+        }
         let sync_window_days = args.sync_window_days.or(file.sync_window_days).unwrap_or(7);
         if !(1..=365).contains(&sync_window_days) {
             bail!("sync_window_days must be between 1 and 365");
@@ -437,6 +465,8 @@ impl Settings {
             ),
             db_max_connections,
             max_accuracy_m,
+            max_gap_s,
+            silent_after_min,
             sync_window: chrono::Duration::days(i64::from(sync_window_days)),
             max_speed_foot_mps,
             max_speed_vehicle_mps,

@@ -29,9 +29,21 @@ pub struct AppState {
     pub writer: Writer,
     /// Members' mobility and rostered spans, for the check-in rules.
     pub member_contexts: Arc<crate::routes::checkins::MemberContexts>,
+    /// Posts prepared for the coverage rule.
+    pub prepared_posts: Arc<crate::coverage::PreparedPosts>,
+    /// Wakes the coverage updater when late fixes arrive.
+    pub coverage_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
+    /// The post prepared for the coverage rule (cached until the post changes).
+    pub fn prepared_posts_get(
+        &self,
+        p: &crate::store::post::Model,
+    ) -> Option<std::sync::Arc<crate::domain::coverage::PreparedPost>> {
+        self.prepared_posts.get(p)
+    }
+
     /// Call after changing shifts, teams or members: cached views of them are dropped.
     pub fn rosters_changed(&self) {
         self.member_contexts.clear();
@@ -61,6 +73,8 @@ impl AppState {
             writer: Writer::start(db.clone()),
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
+            prepared_posts: Arc::default(),
+            coverage_wakeup: Arc::default(),
             db,
             settings: Arc::new(settings),
             keys: Arc::new(keys),

@@ -117,6 +117,12 @@ const MATRIX: &[(&str, &str, Expect)] = &[
     ("GET", "/api/v1/me/shifts", SIGNED_IN),
     ("POST", "/api/v1/rosters/generate", managers(200)),
     ("GET", "/api/v1/rosters/gaps", managers(200)),
+    // Coverage and reports: for managers.
+    ("GET", "/api/v1/coverage", managers(200)),
+    ("GET", "/api/v1/coverage/map", managers(200)),
+    ("GET", "/api/v1/status/now", managers(200)),
+    ("GET", "/api/v1/reports/compliance", managers(200)),
+    ("GET", "/api/v1/reports/volunteers", managers(200)),
     // Positions: every member reports their own; reading someone else's is for managers.
     ("POST", "/api/v1/checkins", [401, 201, 201, 201, 201, 201]),
     ("GET", "/api/v1/checkins", SIGNED_IN),
@@ -494,7 +500,16 @@ impl Fixture {
                     "shifts": [{"start": "08:00", "end": "16:00"}], "teams": [self.team], "rotation": "same_team"}}),
                 ),
             ),
-            ("GET", "/api/v1/rosters/gaps") => simple(format!("{route}?{window}"), None),
+            ("GET", "/api/v1/rosters/gaps" | "/api/v1/coverage" | "/api/v1/coverage/map") => {
+                simple(format!("{route}?{window}"), None)
+            }
+            ("GET", "/api/v1/status/now" | "/api/v1/reports/volunteers") => {
+                simple(route.to_owned(), None)
+            }
+            ("GET", "/api/v1/reports/compliance") => simple(
+                format!("{route}?month={}", Utc::now().format("%Y-%m")),
+                None,
+            ),
             ("POST", "/api/v1/checkins") => simple(
                 route.to_owned(),
                 Some(

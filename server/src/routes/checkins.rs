@@ -399,8 +399,8 @@ fn thresholds(state: &AppState) -> Thresholds {
 #[derive(Clone, Debug)]
 pub struct MemberContext {
     mobility: Mobility,
-    /// Shifts of the member from the sync window's start to a day ahead.
-    shifts: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Shifts of the member from the sync window's start to a day ahead: id, start, end.
+    shifts: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>,
     covers: (DateTime<Utc>, DateTime<Utc>),
     loaded: std::time::Instant,
 }
@@ -446,7 +446,7 @@ async fn member_context(
         .all(&state.db)
         .await?
         .into_iter()
-        .map(|s| (s.starts_at, s.ends_at))
+        .map(|s| (s.id, s.starts_at, s.ends_at))
         .collect();
     let context = MemberContext {
         mobility: mobility(state, member_id).await?,
@@ -563,6 +563,7 @@ async fn stored_around(
 }
 
 /// The outcome of a set of fixes of one member, in input order.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Stored, now or before.
     Stored(Written),
@@ -636,6 +637,7 @@ pub async fn ingest(
 
     let good: Vec<&Candidate> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
+    let mut context_for_stale = None;
     if !good.is_empty() {
         let from = good
             .iter()
@@ -649,6 +651,7 @@ pub async fn ingest(
             .unwrap_or(now);
         let stored = stored_around(state, member_id, from, to).await?;
         let context = member_context(state, member_id, from, to).await?;
+        context_for_stale = Some(context.clone());
         let new: Vec<(FixSample, bool)> = good
             .iter()
             .map(|c| {
@@ -668,7 +671,7 @@ pub async fn ingest(
         // outside_shift: no shift of the member covers the moment.
         for (c, f) in good.iter().zip(flags.iter_mut()) {
             let t = c.input.recorded_at;
-            if !context.shifts.iter().any(|(a, b)| *a <= t && t < *b) {
+            if !context.shifts.iter().any(|(_, a, b)| *a <= t && t < *b) {
                 f.insert(Flags::OUTSIDE_SHIFT);
             }
         }
@@ -697,6 +700,21 @@ pub async fn ingest(
             });
         }
     }
+    let touched: Vec<Uuid> = match &context_for_stale {
+        Some(context) => rows
+            .iter()
+            .flat_map(|r| {
+                context
+                    .shifts
+                    .iter()
+                    .filter(move |(_, a, b)| *a <= r.recorded_at && r.recorded_at < *b && *b <= now)
+                    .map(|(id, _, _)| *id)
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    };
     let written = state.writer.write(rows).await.map_err(|e| {
         tracing::error!(error = %e, "storing fixes failed");
         ApiError::new(
@@ -705,6 +723,10 @@ pub async fn ingest(
             "the fixes could not be stored; nothing was acknowledged, send them again",
         )
     })?;
+    // Late fixes change the stored coverage of the finished shifts they fall in.
+    if !touched.is_empty() {
+        crate::coverage::mark_stale(state, &touched).await?;
+    }
     let mut written = written.into_iter();
     Ok(checked
         .into_iter()

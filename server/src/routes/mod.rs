@@ -2,12 +2,14 @@
 
 pub mod auth;
 pub mod checkins;
+pub mod coverage;
 pub mod device_keys;
 pub mod members;
 pub mod ops;
 pub mod osmand;
 pub mod positions;
 pub mod posts;
+pub mod reports;
 pub mod rosters;
 pub mod shifts;
 pub mod teams;
@@ -101,6 +103,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(positions::list_router())
         .merge(positions::router())
         .merge(device_keys::router())
+        .merge(coverage::router())
+        .merge(reports::router())
         .routes(utoipa_axum::routes!(ops::openapi_json));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)

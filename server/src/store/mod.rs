@@ -10,6 +10,7 @@ pub mod refresh_token;
 pub mod server_key;
 pub mod session;
 pub mod shift;
+pub mod shift_coverage;
 pub mod shift_member;
 pub mod team;
 pub mod team_member;

@@ -1,0 +1,346 @@
+//! `bench`: the ingest benchmark of the real `patrol` binary on loopback.
+//!
+//! It starts the release binary on a fresh database, creates and logs in members, sends
+//! check-ins from a lean HTTP/1.1 load generator, and prints the figures next to two
+//! baselines measured in the same run: `GET /healthz` at the same concurrency (the HTTP
+//! ceiling) and rows written straight into the same `fixes` table (the insert ceiling).
+
+mod cpu;
+mod http;
+mod load;
+mod raw;
+mod report;
+mod server;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use chrono::{TimeDelta, Utc};
+use clap::Parser;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::{
+    load::{Kind, Member, Spec},
+    report::Report,
+    server::{Database, Patrol},
+};
+
+const HOW_TO_RUN: &str = "\
+How to run (two commands: `cargo run -p bench` builds only the bench, and the bench runs
+the release `patrol` binary found next to its own executable):
+
+    cargo build --release --bin patrol
+    cargo run --release -p bench -- --seconds 10
+
+On PostgreSQL, give an administrative URL; a database patrol_bench_<random> is created
+next to it and dropped at the end:
+
+    cargo run --release -p bench -- --database-url postgres://postgres@127.0.0.1:5432/postgres
+
+The bench exits 0 whether or not the targets are met; it fails only when the server or
+the database cannot be set up.";
+
+/// Ingest benchmark of the real `patrol` binary on loopback: single-fix and batch
+/// check-ins against an HTTP baseline (GET /healthz) and a raw-insert baseline.
+#[derive(Parser, Debug)]
+#[command(name = "bench", version, about, after_help = HOW_TO_RUN)]
+struct Args {
+    /// Measured seconds per workload
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    /// Warm-up seconds before each workload's measured window
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60))]
+    warmup: u64,
+    /// Administrative PostgreSQL URL (postgres://...) to bench PostgreSQL instead of SQLite
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Print the figures as JSON on stdout instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Members to create (each connection drives its own; at least 256)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(256..=4096))]
+    users: u64,
+    /// Rows for the raw insert baseline
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    raw_rows: u64,
+    /// Rows per transaction of the raw baseline (INSERT statements of at most 1,000 rows)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    raw_rows_per_txn: u64,
+    /// The patrol binary [default: `patrol` next to this executable, i.e. target/release/patrol]
+    #[arg(long, value_name = "PATH")]
+    patrol: Option<PathBuf>,
+    /// Directory for the run's temporary directory (the SQLite file lives there) [default: the system's]
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+    /// Skip the check-in workloads (only the baselines)
+    #[arg(long)]
+    baselines_only: bool,
+}
+
+/// Password of every bench member.
+const PASSWORD: &str = "bench-password-0123";
+/// How far back the members' tracks start.
+const TRACK_START: TimeDelta = TimeDelta::hours(12);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Two workers: the machine's two cores are shared with the server under test.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let binary = server::locate_binary(args.patrol.as_deref())?;
+    let load_average = cpu::load_average();
+    let mut tmp = tempfile::Builder::new();
+    tmp.prefix("patrol-bench-");
+    let dir = match &args.tmp_dir {
+        Some(parent) => tmp.tempdir_in(parent),
+        None => tmp.tempdir(),
+    }
+    .context("creating the temporary directory")?;
+    let db = match &args.database_url {
+        Some(url) if server::is_postgres_url(url) => server::create_postgres(url).await?,
+        Some(url) => bail!("--database-url must be a postgres:// URL, not {url:?}"),
+        None => Database::Sqlite {
+            file: dir.path().join("bench.db"),
+        },
+    };
+    let result = bench(&args, binary, &db, dir.path()).await.map(|mut r| {
+        r.load_average_at_start = load_average;
+        r
+    });
+    if let Err(e) = server::drop_database(&db).await {
+        eprintln!("bench: {e:#}");
+    }
+    let report = result?;
+    drop(dir);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn bench(
+    args: &Args,
+    binary: PathBuf,
+    db: &Database,
+    dir: &std::path::Path,
+) -> anyhow::Result<Report> {
+    let patrol = Patrol::new(binary, db, dir.join("server.log"))?;
+    let version = patrol.version().await?;
+    progress(&format!("{version} on {}", patrol.addr));
+    patrol.migrate().await?;
+    patrol.add_admin("bench0", PASSWORD).await?;
+    let mut server = patrol.serve().await?;
+    let result = drive(args, &patrol, &mut server).await;
+    let logged = server.logged_lines();
+    let stopped = server.stop().await;
+    let (mut report, log_tail) = match result {
+        Ok(report) => (report, server.log_tail()),
+        Err(e) => {
+            bail!("{e:#}\nthe server's last output:\n{}", server.log_tail());
+        }
+    };
+    report.server_stop_s = stopped.ok().map(|d| d.as_secs_f64());
+    report.server_log_lines = logged;
+    if logged > 0 {
+        report.server_log_tail = Some(log_tail);
+    }
+    report.patrol_version = version;
+
+    progress(&format!(
+        "raw insert baseline: {} rows in {}-row transactions",
+        args.raw_rows, args.raw_rows_per_txn
+    ));
+    let raw_rows = usize::try_from(args.raw_rows)?;
+    let per_txn = usize::try_from(args.raw_rows_per_txn)?;
+    report.raw = Some(match db {
+        Database::Sqlite { file } => raw::sqlite(file, raw_rows, per_txn).await?,
+        Database::Postgres { .. } => raw::postgres(&db.url(), raw_rows, per_txn).await?,
+    });
+    report.database = match db {
+        Database::Sqlite { .. } => format!(
+            "SQLite (synchronous=FULL, WAL) on {}",
+            cpu::filesystem_type(dir).unwrap_or_else(|| "an unknown file system".into())
+        ),
+        Database::Postgres { .. } => {
+            let (fsync, commit) = raw::postgres_durability(&db.url()).await?;
+            format!("PostgreSQL (fsync={fsync}, synchronous_commit={commit})")
+        }
+    };
+    report.postgres = db.is_postgres();
+    report.evaluate_targets();
+    Ok(report)
+}
+
+/// Creates the members, logs them in and runs the HTTP workloads.
+async fn drive(
+    args: &Args,
+    patrol: &Patrol,
+    server: &mut server::Server,
+) -> anyhow::Result<Report> {
+    let addr = patrol.addr;
+    let users = usize::try_from(args.users)?;
+    let admin = login(addr, "bench0").await?;
+    let admin_auth = hyper::header::HeaderValue::from_str(&format!("Bearer {admin}"))?;
+
+    progress(&format!("creating {} members through the API", users - 1));
+    let created = run_limited(1..users, 4, |i| {
+        let auth = admin_auth.clone();
+        async move {
+            let body =
+                json!({"username": format!("bench{i}"), "role": "admin", "password": PASSWORD});
+            let (status, answer) = http::json_call(
+                addr,
+                Method::POST,
+                "/api/v1/members",
+                Some(&auth),
+                Some(&body),
+            )
+            .await?;
+            if status != StatusCode::CREATED {
+                bail!("creating bench{i}: {status} {answer}");
+            }
+            Ok(())
+        }
+    })
+    .await;
+    created.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+
+    progress(&format!("logging in {users} members"));
+    let tokens = run_limited(0..users, 4, |i| async move {
+        login(addr, &format!("bench{i}")).await
+    })
+    .await;
+    let first = Utc::now() - TRACK_START;
+    let mut members = Vec::with_capacity(users);
+    for (i, token) in tokens.into_iter().enumerate() {
+        members.push(Member::new(i, &token?, first));
+    }
+
+    let checkins_route = checkins_in_openapi(addr).await;
+    let mut specs = Vec::new();
+    for conns in [16, 64, 256] {
+        specs.push(Spec {
+            name: "baseline GET /healthz".into(),
+            kind: Kind::Healthz,
+            conns,
+        });
+    }
+    if !args.baselines_only {
+        for conns in [16, 64, 256] {
+            specs.push(Spec {
+                name: "single-fix POST".into(),
+                kind: Kind::Single,
+                conns,
+            });
+        }
+        specs.push(Spec {
+            name: "batch 100".into(),
+            kind: Kind::Batch(100),
+            conns: 16,
+        });
+        specs.push(Spec {
+            name: "batch 1000".into(),
+            kind: Kind::Batch(1000),
+            conns: 4,
+        });
+    }
+    let warmup = Duration::from_secs(args.warmup);
+    let seconds = Duration::from_secs(args.seconds);
+    let mut measured = Vec::new();
+    for spec in &specs {
+        progress(&format!(
+            "{} at {} connections ({} s + {} s warm-up)",
+            spec.name, spec.conns, args.seconds, args.warmup
+        ));
+        let m = load::run(addr, spec, &mut members, warmup, seconds, server.pid()).await?;
+        progress(&format!(
+            "  {:.0} req/s, {:.0} fixes/s, {} errors",
+            m.requests_per_s,
+            m.fixes_per_s,
+            m.error_count()
+        ));
+        measured.push(m);
+    }
+    Ok(Report::new(
+        args.seconds,
+        args.warmup,
+        users,
+        checkins_route,
+        measured,
+    ))
+}
+
+async fn login(addr: std::net::SocketAddr, username: &str) -> anyhow::Result<String> {
+    let body = json!({"username": username, "password": PASSWORD});
+    let (status, answer) =
+        http::json_call(addr, Method::POST, "/api/v1/auth/login", None, Some(&body)).await?;
+    if status != StatusCode::OK {
+        bail!("logging in {username}: {status} {answer}");
+    }
+    answer["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("logging in {username}: no access_token in {answer}"))
+}
+
+/// Whether the server's OpenAPI document has `/api/v1/checkins`.
+async fn checkins_in_openapi(addr: std::net::SocketAddr) -> bool {
+    match http::json_call(addr, Method::GET, "/api/v1/openapi.json", None, None).await {
+        Ok((StatusCode::OK, doc)) => doc["paths"].as_object().is_some_and(|p| {
+            p.keys()
+                .any(|k| k == "/checkins" || k == "/api/v1/checkins")
+        }),
+        _ => false,
+    }
+}
+
+/// Runs `f` over `items`, at most `limit` at a time, and returns the results in order.
+async fn run_limited<I, F, Fut, T>(items: I, limit: usize, f: F) -> Vec<T>
+where
+    I: IntoIterator<Item = usize>,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut handles = Vec::new();
+    for i in items {
+        let permit = semaphore.clone();
+        let fut = f(i);
+        handles.push(tokio::spawn(async move {
+            let _permit = permit.acquire_owned().await;
+            fut.await
+        }));
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("a setup task panicked"));
+    }
+    out
+}

@@ -1,0 +1,642 @@
+//! Coverage of shifts (`/coverage`), the coverage map (`/coverage/map`) and the live board
+//! (`/status/now`), scoped to the caller's unit subtree.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthUser,
+    coverage::{coverage_of, settings_of},
+    domain::{
+        coverage::{ShiftCoverage, Status, route_pieces},
+        geodesy::{LocalProjection, LonLat, point_segment_distance},
+        geometry::{PostGeometry, PostKind},
+        plausibility::Flags,
+    },
+    error::{ApiResult, Violations},
+    extract::ApiQuery,
+    routes::{
+        posts::post_scope_condition,
+        shifts::{MAX_LIST_SPAN, check_window, overlapping, people_on},
+        units::unit_in_scope,
+    },
+    state::AppState,
+    store::{fix, member, post, shift, unit},
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_coverage))
+        .routes(routes!(coverage_map))
+        .routes(routes!(status_now))
+}
+
+/// Span and filters of `GET /coverage` and `GET /coverage/map`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CoverageQuery {
+    /// Shifts that end after this instant (RFC 3339; write `+` as `%2B`).
+    pub from: DateTime<Utc>,
+    /// Shifts that start before this instant; at most 62 days after `from`.
+    pub to: DateTime<Utc>,
+    /// Only this post.
+    pub post_id: Option<Uuid>,
+    /// Only posts of this unit and the units under it.
+    pub unit_id: Option<Uuid>,
+    /// Only posts of this kind.
+    pub kind: Option<PostKind>,
+}
+
+/// The coverage of one shift.
+#[derive(Serialize, ToSchema)]
+pub struct ShiftCoverageOut {
+    /// The shift.
+    pub shift_id: Uuid,
+    /// Its post.
+    pub post_id: Uuid,
+    /// The post's code.
+    pub post_code: String,
+    /// The post's kind.
+    pub kind: PostKind,
+    /// Start.
+    pub starts_at: DateTime<Utc>,
+    /// End.
+    pub ends_at: DateTime<Utc>,
+    /// `pending`, `met`, `partial` or `missed`.
+    #[schema(value_type = String)]
+    pub status: Status,
+    /// Fixes that counted.
+    pub eligible_fixes: u32,
+    /// Fixes that did not count, by reason.
+    #[schema(value_type = Object)]
+    pub excluded: Value,
+    /// Routes: covered_fraction, covered_m, length_m, uncovered [[from_m, to_m]], first_seen_at, last_seen_at.
+    #[schema(value_type = Option<Object>)]
+    pub route: Option<Value>,
+    /// Other posts: staffed_fraction, present_fraction, max_headcount, first_arrival_at, late_min, unstaffed [[from, to]].
+    #[schema(value_type = Option<Object>)]
+    pub presence: Option<Value>,
+    /// Figures are computed up to here (the end, or now for a running shift).
+    pub evaluated_until: DateTime<Utc>,
+}
+
+/// Shift counts by status, and the duty-time-weighted share of shifts met.
+#[derive(Serialize, ToSchema, Default, Clone)]
+pub struct Tally {
+    /// Shifts.
+    pub shifts: u32,
+    /// Met.
+    pub met: u32,
+    /// Partial.
+    pub partial: u32,
+    /// Missed.
+    pub missed: u32,
+    /// Not ended yet.
+    pub pending: u32,
+    /// Hours of ended shifts.
+    pub duty_hours: f64,
+    /// Hours of ended shifts that were met, over all hours of ended shifts (null when none ended).
+    pub met_share: Option<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, c: &ShiftCoverage, hours: f64) {
+        self.shifts += 1;
+        match c.status {
+            Status::Met => self.met += 1,
+            Status::Partial => self.partial += 1,
+            Status::Missed => self.missed += 1,
+            Status::Pending => self.pending += 1,
+        }
+        if c.status != Status::Pending {
+            let met_hours = self.met_share.unwrap_or(0.0) * self.duty_hours
+                + if c.status == Status::Met { hours } else { 0.0 };
+            self.duty_hours += hours;
+            self.met_share = (self.duty_hours > 0.0).then(|| met_hours / self.duty_hours);
+        }
+    }
+}
+
+/// Summary of one post.
+#[derive(Serialize, ToSchema)]
+pub struct PostSummary {
+    /// The post.
+    pub post_id: Uuid,
+    /// Its code.
+    pub post_code: String,
+    /// Its kind.
+    pub kind: PostKind,
+    /// The tally of its shifts.
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
+/// Coverage over a span.
+#[derive(Serialize, ToSchema)]
+pub struct CoverageReport {
+    /// Per shift, by start.
+    pub items: Vec<ShiftCoverageOut>,
+    /// Per post, by code.
+    pub posts: Vec<PostSummary>,
+    /// Over everything.
+    pub summary: Tally,
+}
+
+/// Posts in scope matching the filters.
+async fn posts_for(
+    state: &AppState,
+    user: &AuthUser,
+    post_id: Option<Uuid>,
+    unit_id: Option<Uuid>,
+    kind: Option<PostKind>,
+) -> ApiResult<Vec<post::Model>> {
+    let mut q = post::Entity::find()
+        .filter(post_scope_condition(&user.scope_prefix()))
+        .order_by_asc(post::Column::Code);
+    if let Some(p) = post_id {
+        q = q.filter(post::Column::Id.eq(p));
+    }
+    if let Some(u) = unit_id {
+        let unit = unit_in_scope(state, user, u).await?;
+        let ids: Vec<Uuid> = unit::Entity::find()
+            .filter(unit::Column::Path.starts_with(unit.path))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        q = q.filter(post::Column::UnitId.is_in(ids));
+    }
+    if let Some(k) = kind {
+        q = q.filter(post::Column::Kind.eq(k.as_str()));
+    }
+    Ok(q.all(&state.db).await?)
+}
+
+/// Shifts of these posts overlapping the span, with their coverage.
+async fn shifts_with_coverage(
+    state: &AppState,
+    posts: &[post::Model],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<(shift::Model, ShiftCoverage)>> {
+    let mut shifts = Vec::new();
+    for chunk in posts.chunks(200) {
+        shifts.extend(
+            shift::Entity::find()
+                .filter(overlapping(from, to))
+                .filter(shift::Column::PostId.is_in(chunk.iter().map(|p| p.id)))
+                .order_by_asc(shift::Column::StartsAt)
+                .order_by_asc(shift::Column::Id)
+                .all(&state.db)
+                .await?,
+        );
+    }
+    let coverage = coverage_of(state, &shifts).await?;
+    Ok(shifts.into_iter().zip(coverage).collect())
+}
+
+fn check(q: &CoverageQuery) -> ApiResult<()> {
+    let mut errors = Violations::new();
+    check_window(&mut errors, q.from, q.to, MAX_LIST_SPAN);
+    errors.finish()
+}
+
+fn hours(s: &shift::Model) -> f64 {
+    (s.ends_at - s.starts_at).num_seconds() as f64 / 3600.0
+}
+
+/// The coverage figures of every shift overlapping a span (product rule §3), with a
+/// summary per post and overall. Finished shifts are read from stored figures, kept up to
+/// date as late fixes arrive; running shifts are computed from their fixes so far.
+#[utoipa::path(get, path = "/coverage", tag = "coverage", security(("bearer" = [])), params(CoverageQuery),
+    responses((status = 200, description = "Coverage", body = CoverageReport)))]
+pub async fn get_coverage(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<CoverageQuery>,
+) -> ApiResult<axum::Json<CoverageReport>> {
+    user.require_manager()?;
+    check(&q)?;
+    let posts = posts_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
+    let by_id: HashMap<Uuid, &post::Model> = posts.iter().map(|p| (p.id, p)).collect();
+    let rows = shifts_with_coverage(&state, &posts, q.from, q.to).await?;
+    let mut per_post: HashMap<Uuid, Tally> = HashMap::new();
+    let mut summary = Tally::default();
+    let mut items = Vec::with_capacity(rows.len());
+    for (s, c) in rows {
+        let p = by_id[&s.post_id];
+        per_post.entry(p.id).or_default().add(&c, hours(&s));
+        summary.add(&c, hours(&s));
+        items.push(ShiftCoverageOut {
+            shift_id: s.id,
+            post_id: p.id,
+            post_code: p.code.clone(),
+            kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            status: c.status,
+            eligible_fixes: c.eligible_fixes,
+            excluded: serde_json::to_value(&c.excluded).unwrap_or(Value::Null),
+            route: c.route.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+            presence: c
+                .presence
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok()),
+            evaluated_until: c.evaluated_until,
+        });
+    }
+    let posts_out = posts
+        .iter()
+        .filter_map(|p| {
+            per_post.remove(&p.id).map(|tally| PostSummary {
+                post_id: p.id,
+                post_code: p.code.clone(),
+                kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+                tally,
+            })
+        })
+        .collect();
+    Ok(axum::Json(CoverageReport {
+        items,
+        posts: posts_out,
+        summary,
+    }))
+}
+
+/// The worse of two statuses, for a span with several shifts.
+fn worse(a: Option<Status>, b: Status) -> Option<Status> {
+    let rank = |s: Status| match s {
+        Status::Met => 0,
+        Status::Pending => 1,
+        Status::Partial => 2,
+        Status::Missed => 3,
+    };
+    Some(match a {
+        Some(a) if rank(a) >= rank(b) => a,
+        _ => b,
+    })
+}
+
+/// Map colours by status, so a plain GeoJSON viewer shows the map sensibly.
+fn colour(status: Option<Status>) -> &'static str {
+    match status {
+        Some(Status::Met) => "#2e7d32",
+        Some(Status::Partial) => "#f9a825",
+        Some(Status::Missed) => "#c62828",
+        Some(Status::Pending) => "#1565c0",
+        None => "#9e9e9e",
+    }
+}
+
+fn status_name(status: Option<Status>) -> &'static str {
+    match status {
+        Some(Status::Met) => "met",
+        Some(Status::Partial) => "partial",
+        Some(Status::Missed) => "missed",
+        Some(Status::Pending) => "pending",
+        None => "unrostered",
+    }
+}
+
+/// Intersection of two sorted lists of disjoint intervals.
+fn intersect(a: &[[f64; 2]], b: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let lo = a[i][0].max(b[j][0]);
+        let hi = a[i][1].min(b[j][1]);
+        if hi > lo {
+            out.push([lo, hi]);
+        }
+        if a[i][1] < b[j][1] { i += 1 } else { j += 1 }
+    }
+    out
+}
+
+/// The coverage of a span as a GeoJSON FeatureCollection for a map: each route split into
+/// covered and uncovered LineStrings (a stretch is covered when any shift of the span
+/// covered it), each checkpoint, kiosk and area with its figures and a status for the span
+/// (the worst of its shifts; `unrostered` without shifts). Properties carry `stroke`,
+/// `fill` and `marker-color` so a plain GeoJSON viewer colours them.
+#[utoipa::path(get, path = "/coverage/map", tag = "coverage", security(("bearer" = [])), params(CoverageQuery),
+    responses((status = 200, description = "A FeatureCollection", body = Object, content_type = "application/geo+json")))]
+pub async fn coverage_map(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<CoverageQuery>,
+) -> ApiResult<axum::response::Response> {
+    user.require_manager()?;
+    check(&q)?;
+    let posts = posts_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
+    let rows = shifts_with_coverage(&state, &posts, q.from, q.to).await?;
+    let mut by_post: HashMap<Uuid, Vec<(shift::Model, ShiftCoverage)>> = HashMap::new();
+    for (s, c) in rows {
+        by_post.entry(s.post_id).or_default().push((s, c));
+    }
+    let mut features = Vec::new();
+    for p in &posts {
+        let Some(kind) = PostKind::parse(&p.kind) else {
+            continue;
+        };
+        let shifts = by_post.remove(&p.id).unwrap_or_default();
+        let status = shifts.iter().fold(None, |acc, (_, c)| worse(acc, c.status));
+        let shift_ids: Vec<Uuid> = shifts.iter().map(|(s, _)| s.id).collect();
+        if kind == PostKind::Route {
+            let Some(prepared) = state.prepared_posts_get(p) else {
+                continue;
+            };
+            let length = prepared.length_m().unwrap_or(0.0);
+            let uncovered = shifts
+                .iter()
+                .filter_map(|(_, c)| c.route.as_ref().map(|r| r.uncovered.clone()))
+                .reduce(|a, b| intersect(&a, &b))
+                .unwrap_or_else(|| vec![[0.0, length]]);
+            for (covered, span, positions) in route_pieces(&prepared, &uncovered) {
+                let piece_status = if covered {
+                    Some(Status::Met)
+                } else if shifts.is_empty() {
+                    None
+                } else {
+                    status
+                        .filter(|s| *s != Status::Met)
+                        .or(Some(Status::Missed))
+                };
+                features.push(json!({
+                    "type": "Feature",
+                    "geometry": {"type": "LineString", "coordinates": positions.iter().map(|l| [l.lon, l.lat]).collect::<Vec<_>>()},
+                    "properties": {
+                        "post_id": p.id, "post_code": p.code, "kind": "route", "covered": covered,
+                        "from_m": span[0], "to_m": span[1], "status": status_name(status), "shift_ids": shift_ids,
+                        "stroke": if covered { "#2e7d32" } else { colour(piece_status) }, "stroke-width": 4,
+                    }
+                }));
+            }
+        } else {
+            let mut staffed = 0.0;
+            let mut present = 0.0;
+            let mut total = 0.0;
+            for (s, c) in &shifts {
+                if let Some(f) = &c.presence {
+                    let h = hours(s);
+                    staffed += f.staffed_fraction * h;
+                    present += f.present_fraction * h;
+                    total += h;
+                }
+            }
+            let geometry: Value = serde_json::from_str(&p.geometry).unwrap_or(Value::Null);
+            features.push(json!({
+                "type": "Feature",
+                "geometry": geometry,
+                "properties": {
+                    "post_id": p.id, "post_code": p.code, "kind": kind.as_str(), "status": status_name(status), "shift_ids": shift_ids,
+                    "staffed_fraction": (total > 0.0).then(|| staffed / total), "present_fraction": (total > 0.0).then(|| present / total),
+                    "marker-color": colour(status), "fill": colour(status), "fill-opacity": 0.35, "stroke": colour(status),
+                }
+            }));
+        }
+    }
+    let body = json!({"type": "FeatureCollection", "features": features});
+    Ok((
+        [(header::CONTENT_TYPE, "application/geo+json")],
+        axum::Json(body),
+    )
+        .into_response())
+}
+
+/// A post on the live board.
+#[derive(Serialize, ToSchema)]
+pub struct PostNow {
+    /// The post.
+    pub post_id: Uuid,
+    /// Its code.
+    pub post_code: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: PostKind,
+    /// Shifts running now.
+    pub shift_ids: Vec<Uuid>,
+    /// People rostered now (summed over the running shifts).
+    pub rostered: u32,
+    /// People required now (0 when nobody is rostered).
+    pub required: u32,
+    /// Members with an eligible fix at the post within the last `max_gap_s`.
+    pub present: Vec<Uuid>,
+    /// Rostered now and enough people present.
+    pub staffed: bool,
+    /// The latest eligible fix at the post, if any recent.
+    pub last_fix_at: Option<DateTime<Utc>>,
+}
+
+/// A member on duty who has gone silent.
+#[derive(Serialize, ToSchema)]
+pub struct SilentMember {
+    /// The member.
+    pub member_id: Uuid,
+    /// Their name.
+    pub display_name: String,
+    /// Their latest fix, if within the look-back.
+    pub last_fix_at: Option<DateTime<Utc>>,
+    /// The shifts they are on now.
+    pub shift_ids: Vec<Uuid>,
+}
+
+/// The live board.
+#[derive(Serialize, ToSchema)]
+pub struct StatusNow {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Every post in scope, by code.
+    pub posts: Vec<PostNow>,
+    /// Members on duty whose last fix is older than the silence threshold.
+    pub silent: Vec<SilentMember>,
+}
+
+/// Whether a position is at a post: within the corridor of a route, the radius of a
+/// point, or inside an area or within its radius.
+pub fn at_post(
+    kind: PostKind,
+    geometry: &PostGeometry,
+    corridor_m: f64,
+    radius_m: f64,
+    p: LonLat,
+) -> bool {
+    let positions = geometry.positions();
+    let Some(origin) = positions.first().copied() else {
+        return false;
+    };
+    let proj = LocalProjection::new(origin);
+    let xy = proj.to_xy(p);
+    let near_line = |line: &[LonLat], r: f64| {
+        line.windows(2)
+            .any(|w| point_segment_distance(xy, proj.to_xy(w[0]), proj.to_xy(w[1])).0 <= r)
+    };
+    let inside = |ring: &[LonLat]| {
+        let pts: Vec<(f64, f64)> = ring.iter().map(|q| proj.to_xy(*q)).collect();
+        let mut inside = false;
+        for i in 0..pts.len().saturating_sub(1) {
+            let (a, b) = (pts[i], pts[i + 1]);
+            if (a.1 > xy.1) != (b.1 > xy.1) && xy.0 < (b.0 - a.0) * (xy.1 - a.1) / (b.1 - a.1) + a.0
+            {
+                inside = !inside;
+            }
+        }
+        inside
+    };
+    let polygon = |rings: &[Vec<LonLat>]| {
+        rings.iter().any(|r| near_line(r, radius_m))
+            || (rings.first().is_some_and(|outer| inside(outer))
+                && !rings[1..].iter().any(|h| inside(h)))
+    };
+    match (kind, geometry) {
+        (PostKind::Route, g) => g.lines().iter().any(|l| near_line(l, corridor_m)),
+        (_, PostGeometry::Point(c)) => {
+            let c = proj.to_xy(*c);
+            ((xy.0 - c.0).powi(2) + (xy.1 - c.1).powi(2)).sqrt() <= radius_m
+        }
+        (_, PostGeometry::Polygon(rings)) => polygon(rings),
+        (_, PostGeometry::MultiPolygon(polys)) => polys.iter().any(|rings| polygon(rings)),
+        _ => false,
+    }
+}
+
+/// Each post in scope now: rostered and required headcount, who is there (an eligible fix
+/// at the post within the last `max_gap_s`), whether it is staffed; and members on duty
+/// whose last fix is older than `silent_after_min` (default 10 minutes).
+#[utoipa::path(get, path = "/status/now", tag = "coverage", security(("bearer" = [])),
+    responses((status = 200, description = "The live board", body = StatusNow)))]
+pub async fn status_now(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<StatusNow>> {
+    user.require_manager()?;
+    let now = Utc::now();
+    let settings = settings_of(&state);
+    let posts = posts_for(&state, &user, None, None, None).await?;
+    let mut running = Vec::new();
+    for chunk in posts.chunks(200) {
+        running.extend(
+            shift::Entity::find()
+                .filter(shift::Column::StartsAt.lte(now))
+                .filter(shift::Column::EndsAt.gt(now))
+                .filter(shift::Column::PostId.is_in(chunk.iter().map(|p| p.id)))
+                .all(&state.db)
+                .await?,
+        );
+    }
+    let people = people_on(&state.db, &running).await?;
+    let look_back = Duration::seconds(settings.max_gap_s)
+        .max(Duration::minutes(state.settings.silent_after_min));
+    let recent = fix::Entity::find()
+        .filter(fix::Column::RecordedAt.gte(now - look_back))
+        .filter(fix::Column::RecordedAt.lte(now + Duration::minutes(5)))
+        .all(&state.db)
+        .await?;
+    let mut last_fix: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for f in &recent {
+        let e = last_fix.entry(f.member_id).or_insert(f.recorded_at);
+        if f.recorded_at > *e {
+            *e = f.recorded_at;
+        }
+    }
+    let present_since = now - Duration::seconds(settings.max_gap_s);
+    let eligible: Vec<&fix::Model> = recent
+        .iter()
+        .filter(|f| {
+            f.recorded_at >= present_since
+                && f.accuracy_m <= settings.max_accuracy_m
+                && !Flags(f.flags).excludes_from_coverage()
+        })
+        .collect();
+    let mut board = Vec::with_capacity(posts.len());
+    for p in &posts {
+        let kind = PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk);
+        let geometry = PostGeometry::from_stored(kind, &p.geometry);
+        let mine: Vec<&shift::Model> = running.iter().filter(|s| s.post_id == p.id).collect();
+        let rostered: u32 = mine
+            .iter()
+            .map(|s| people.get(&s.id).map_or(0, |x| x.len() as u32))
+            .sum();
+        let required = mine
+            .iter()
+            .map(|s| s.min_headcount.unwrap_or(p.min_headcount).max(1) as u32)
+            .max()
+            .unwrap_or(0);
+        let mut present = HashSet::new();
+        let mut last_at: Option<DateTime<Utc>> = None;
+        if let Some(g) = &geometry {
+            for f in &eligible {
+                if at_post(
+                    kind,
+                    g,
+                    p.corridor_m.unwrap_or(30.0),
+                    p.radius_m.unwrap_or(50.0),
+                    LonLat {
+                        lon: f.lon,
+                        lat: f.lat,
+                    },
+                ) {
+                    present.insert(f.member_id);
+                    last_at = Some(last_at.map_or(f.recorded_at, |t| t.max(f.recorded_at)));
+                }
+            }
+        }
+        let mut present: Vec<Uuid> = present.into_iter().collect();
+        present.sort();
+        board.push(PostNow {
+            post_id: p.id,
+            post_code: p.code.clone(),
+            name: p.name.clone(),
+            kind,
+            shift_ids: mine.iter().map(|s| s.id).collect(),
+            rostered,
+            required,
+            staffed: required > 0 && present.len() as u32 >= required,
+            present,
+            last_fix_at: last_at,
+        });
+    }
+    let silent_before = now - Duration::minutes(state.settings.silent_after_min);
+    let mut on_duty: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for s in &running {
+        for m in people.get(&s.id).into_iter().flatten() {
+            on_duty.entry(*m).or_default().push(s.id);
+        }
+    }
+    let silent_ids: Vec<Uuid> = on_duty
+        .keys()
+        .filter(|m| last_fix.get(m).is_none_or(|t| *t < silent_before))
+        .copied()
+        .collect();
+    let names: HashMap<Uuid, String> = member::Entity::find()
+        .filter(member::Column::Id.is_in(silent_ids.iter().copied()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.display_name))
+        .collect();
+    let mut silent: Vec<SilentMember> = silent_ids
+        .into_iter()
+        .map(|m| SilentMember {
+            member_id: m,
+            display_name: names.get(&m).cloned().unwrap_or_default(),
+            last_fix_at: last_fix.get(&m).copied(),
+            shift_ids: on_duty.remove(&m).unwrap_or_default(),
+        })
+        .collect();
+    silent.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    Ok(axum::Json(StatusNow {
+        at: now,
+        posts: board,
+        silent,
+    }))
+}
