@@ -33,6 +33,11 @@ enum Command {
     },
     /// Delete fixes and audit records past their retention (the server also does this hourly)
     Purge,
+    /// Coverage maintenance
+    Coverage {
+        #[command(subcommand)]
+        command: CoverageCommand,
+    },
     /// Load the demo district (units, 18 routes, 15 checkpoints, 20 kiosks, 30 areas, teams, members, rosters) into an empty database
     Demo,
     /// Import data from files
@@ -42,6 +47,19 @@ enum Command {
     },
     /// Print the OpenAPI document (the content of api-spec/openapi.json)
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum CoverageCommand {
+    /// Recompute the coverage of every shift starting in [--from, --to) from raw fixes and store it (after a settings change)
+    Rebuild {
+        /// Start, RFC 3339
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End, RFC 3339
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +167,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 settings.retention_days,
                 purged.audit_records,
                 settings.audit_retention_days
+            );
+        }
+        Command::Coverage {
+            command: CoverageCommand::Rebuild { from, to },
+        } => {
+            anyhow::ensure!(to > from, "--to must be after --from");
+            let state = patrol_server::start(settings).await?;
+            let bar = indicatif::ProgressBar::new(0);
+            let started = std::time::Instant::now();
+            let total = patrol_server::coverage::rebuild(&state, from, to, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            bar.finish_and_clear();
+            println!(
+                "rebuilt the coverage of {total} shifts in {:.1} s",
+                started.elapsed().as_secs_f64()
             );
         }
         Command::Demo => {

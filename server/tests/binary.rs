@@ -467,3 +467,34 @@ async fn demo_then_import_posts_from_a_file() {
     .await
     .unwrap();
 }
+
+#[test]
+fn coverage_rebuild_recomputes_the_demo_fortnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
+    assert!(
+        patrol(dir.path(), &url)
+            .arg("demo")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let from = (chrono::Utc::now() - chrono::Duration::days(8)).to_rfc3339();
+    let to = chrono::Utc::now().to_rfc3339();
+    let out = patrol(dir.path(), &url)
+        .args(["coverage", "rebuild", "--from", &from, "--to", &to])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rebuilt the coverage of") && !text.contains("of 0 shifts"),
+        "{text}"
+    );
+    let out = patrol(dir.path(), &url)
+        .args(["coverage", "rebuild", "--from", &to, "--to", &from])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
