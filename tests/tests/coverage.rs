@@ -13,6 +13,12 @@ const LON: f64 = 108.95;
 const M_PER_DEG_LON: f64 = 92_163.0;
 const M_PER_DEG_LAT: f64 = 110_926.0;
 
+/// Now to the whole second: shifts are stored to the second, so exact expectations need
+/// whole-second shift bounds.
+fn now_s() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()
+}
+
 fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -128,7 +134,7 @@ fn close(actual: &Value, expected: f64, tolerance: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_walked_crossed_and_missed() {
     let w = World::new().await;
-    let end = Utc::now() - Duration::hours(1);
+    let end = now_s() - Duration::hours(1);
     let start = end - Duration::hours(2);
     // A walk along the first 60 % of a straight 2 km route at 1.2 m/s, a fix every 30 s.
     // Covered: 0-1200 m walked, plus the 30 m corridor beyond the last fix: 1230 m = 0.615.
@@ -190,7 +196,7 @@ async fn routes_walked_crossed_and_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiosks_staffed_short_alone_and_late() {
     let w = World::new().await;
-    let end = Utc::now() - Duration::minutes(30);
+    let end = now_s() - Duration::minutes(30);
     // A kiosk staffed 6 of 8 hours: a fix a minute for the first 6 hours. With max_gap_s
     // 120 each fix makes its member present 60 s either side, so the presence runs from
     // the start to 6 h + 60 s: 0.752 of the shift.
@@ -243,7 +249,7 @@ async fn kiosks_staffed_short_alone_and_late() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
     let w = World::new().await;
-    let end = Utc::now() - Duration::minutes(10);
+    let end = now_s() - Duration::minutes(10);
     let start = end - Duration::hours(1);
     let k = w.kiosk("K1", json!({})).await;
     w.shift(k, start, end, &["kiosk1"], json!({})).await;
@@ -265,7 +271,7 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
 
     // A running shift: pending, with figures so far.
     let k2 = w.kiosk("K2", json!({})).await;
-    let now = Utc::now();
+    let now = now_s();
     w.shift(
         k2,
         now - Duration::minutes(30),
@@ -291,7 +297,7 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_board_reports_and_scope() {
     let w = World::new().await;
-    let end = Utc::now() - Duration::minutes(20);
+    let end = now_s() - Duration::minutes(20);
     let start = end - Duration::hours(2);
     let r1 = w.route("R1", 2000.0).await;
     w.shift(r1, start, end, &["officer1"], json!({})).await;
@@ -306,7 +312,7 @@ async fn map_board_reports_and_scope() {
         .collect();
     w.send("officer1", walk).await;
     let k = w.kiosk("K1", json!({})).await;
-    let now = Utc::now();
+    let now = now_s();
     w.shift(
         k,
         now - Duration::hours(1),
@@ -371,7 +377,7 @@ async fn map_board_reports_and_scope() {
     assert_eq!(board.body["silent"].as_array().unwrap().len(), 2);
     w.send(
         "kiosk1",
-        vec![fix(Utc::now() - Duration::seconds(5), 2.0, 2.0)],
+        vec![fix(now_s() - Duration::seconds(5), 2.0, 2.0)],
     )
     .await;
     let board = w.s.get("/api/v1/status/now", &w.org.admin).await;
@@ -433,7 +439,7 @@ async fn map_board_reports_and_scope() {
     .assert_problem(422, "validation_failed");
 
     // Reports: JSON and CSV agree.
-    let month = Utc::now().format("%Y-%m").to_string();
+    let month = now_s().format("%Y-%m").to_string();
     let json_report =
         w.s.get(
             &format!("/api/v1/reports/compliance?month={month}&level=street"),
