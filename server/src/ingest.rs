@@ -1,23 +1,107 @@
-//! Group commit of fixes: one writer task takes whatever requests are pending, writes
-//! them in one transaction, and acknowledges each only after the commit. So throughput is
-//! not capped by one disk flush per request, and nothing is acknowledged before it is
-//! durable. Idempotency rests on the unique (member_id, client_id) index, so it holds
-//! across retries, concurrent duplicates and processes.
+//! Group commit of fixes: one writer task takes whatever requests are pending, judges the
+//! fixes against their members' neighbouring fixes, writes them in one transaction, and
+//! acknowledges each only after the commit. So throughput is not capped by one disk flush
+//! per request, nothing is acknowledged before it is durable, and the database is read
+//! once per group, not once per request. Idempotency rests on the unique
+//! (member_id, client_id) index, so it holds across retries, concurrent duplicates and
+//! processes.
+//!
+//! Judging in the writer also means that fixes of one member arriving in concurrent
+//! requests are judged against each other, in `recorded_at` order, as if they had come in
+//! one batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryTrait, Statement, TransactionTrait, Value,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::store::fix;
+use crate::{
+    domain::{
+        geodesy::LonLat,
+        plausibility::{self, FixSample, Flags, Mobility, StoredFix, Thresholds},
+    },
+    store::fix,
+};
 
 /// Most rows one writer transaction takes.
-pub const MAX_GROUP_ROWS: usize = 2000;
+pub const MAX_GROUP_ROWS: usize = 4000;
 /// Rows per INSERT statement (SQLite allows 32,766 bound parameters; a fix has 19).
-const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 1000;
+/// Members per neighbour query: three compound terms each, under SQLite's 500.
+const MEMBERS_PER_QUERY: usize = 150;
+/// Stored fixes read after a member's new ones (the speed rule looks at the next one).
+const AFTER: usize = 4;
+/// Most stored fixes read between a member's earliest and latest new fix.
+const WITHIN: usize = 20_000;
+
+/// How long a member's tail, once read from the database, is trusted without reading it
+/// again. Within one process the writer sees every fix it stores, so the tail stays exact;
+/// the limit bounds what it can miss of fixes stored by other processes on the same
+/// database.
+const TAIL_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most members whose tails are kept.
+const MAX_TAILS: usize = 200_000;
+
+/// A member's latest stored fixes (up to the number the rules look back), in
+/// `recorded_at` order, as the writer last knew them.
+struct Tail {
+    fixes: Vec<StoredFix>,
+    loaded: std::time::Instant,
+}
+
+/// Tails by member: live phones send fixes newer than all they sent before, and for those
+/// the tail is all the rules need, so the database is not read at all.
+#[derive(Default)]
+struct Tails(HashMap<Uuid, Tail>);
+
+impl Tails {
+    /// The stored neighbours of new fixes from `from` on, when the tail is known to hold
+    /// them all: every new fix is later than every stored one.
+    fn neighbours_of(&self, member: Uuid, from: DateTime<Utc>) -> Option<&[StoredFix]> {
+        let tail = self.0.get(&member)?;
+        if tail.loaded.elapsed() >= TAIL_TTL {
+            return None;
+        }
+        match tail.fixes.last() {
+            Some(last) if last.sample.recorded_at >= from => None,
+            _ => Some(&tail.fixes),
+        }
+    }
+
+    /// Records the member's stored fixes after a commit: `known` must end with the member's
+    /// latest stored fix (`None` when that is not known, which forgets the tail).
+    fn set(
+        &mut self,
+        member: Uuid,
+        known: Option<Vec<StoredFix>>,
+        keep: usize,
+        loaded: Option<std::time::Instant>,
+    ) {
+        let Some(mut fixes) = known else {
+            self.0.remove(&member);
+            return;
+        };
+        fixes.sort_by_key(|f| f.sample.recorded_at);
+        if fixes.len() > keep {
+            fixes.drain(..fixes.len() - keep);
+        }
+        let loaded = loaded
+            .or_else(|| self.0.get(&member).map(|t| t.loaded))
+            .unwrap_or_else(std::time::Instant::now);
+        if self.0.len() >= MAX_TAILS && !self.0.contains_key(&member) {
+            self.0.retain(|_, t| t.loaded.elapsed() < TAIL_TTL);
+            if self.0.len() >= MAX_TAILS {
+                self.0.clear();
+            }
+        }
+        self.0.insert(member, Tail { fixes, loaded });
+    }
+}
 
 /// What became of one fix handed to the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +114,20 @@ pub enum Written {
     Conflict(fix::Model),
 }
 
+/// Fixes of one member for the writer. Each row carries the flags that need nothing but
+/// the fix and the member's shifts (accuracy, clock, mock, outside_shift); the writer adds
+/// those that need the neighbouring fixes (speed, static repeat).
+pub struct Batch {
+    /// The member every row belongs to.
+    pub member_id: Uuid,
+    /// How the member moves, for the speed limit.
+    pub mobility: Mobility,
+    /// The rows, with ids chosen by the caller.
+    pub rows: Vec<fix::Model>,
+}
+
 struct Job {
-    rows: Vec<fix::Model>,
+    batch: Batch,
     reply: oneshot::Sender<Result<Vec<Written>, String>>,
 }
 
@@ -42,21 +138,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on this database.
-    pub fn start(db: DatabaseConnection) -> Writer {
+    /// Starts the writer task on this database, judging fixes with these thresholds.
+    pub fn start(db: DatabaseConnection, thresholds: Thresholds) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        tokio::spawn(run(db, rx));
+        tokio::spawn(run(db, thresholds, rx));
         Writer { tx }
     }
 
-    /// Stores fixes (with their ids chosen by the caller) and waits for the commit.
-    pub async fn write(&self, rows: Vec<fix::Model>) -> Result<Vec<Written>, String> {
-        if rows.is_empty() {
+    /// Judges and stores a member's fixes and waits for the commit. The answer is in the
+    /// order of `batch.rows`.
+    pub async fn write(&self, batch: Batch) -> Result<Vec<Written>, String> {
+        if batch.rows.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { rows, reply })
+            .send(Job { batch, reply })
             .await
             .map_err(|_| "the writer has stopped".to_owned())?;
         answer
@@ -65,34 +162,35 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
+async fn run(db: DatabaseConnection, t: Thresholds, mut rx: mpsc::Receiver<Job>) {
+    let mut tails = Tails::default();
     while let Some(first) = rx.recv().await {
-        let mut total = first.rows.len();
+        let mut total = first.batch.rows.len();
         let mut jobs = vec![first];
         while total < MAX_GROUP_ROWS {
             match rx.try_recv() {
                 Ok(job) => {
-                    total += job.rows.len();
+                    total += job.batch.rows.len();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let rows: Vec<&fix::Model> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
-        match write_group(&db, &rows).await {
+        let batches: Vec<&Batch> = jobs.iter().map(|j| &j.batch).collect();
+        match write_group(&db, &t, &mut tails, &batches).await {
             Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for job in jobs {
-                    let mine: Vec<Written> = outcomes.by_ref().take(job.rows.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
                 }
             }
             Err(group_error) => {
                 // One job's fault (or a passing lock) must not fail the others: retry each alone.
                 tracing::warn!(error = %group_error, jobs = jobs.len(), "group write failed; retrying jobs one by one");
                 for job in jobs {
-                    let rows: Vec<&fix::Model> = job.rows.iter().collect();
-                    let result = write_group(&db, &rows).await.map_err(|e| e.to_string());
+                    let result = write_group(&db, &t, &mut tails, &[&job.batch])
+                        .await
+                        .map(|mut o| o.pop().unwrap_or_default())
+                        .map_err(|e| e.to_string());
                     let _ = job.reply.send(result);
                 }
             }
@@ -116,36 +214,246 @@ fn same_content(a: &fix::Model, b: &fix::Model) -> bool {
         && a.mock == b.mock
 }
 
+fn sample_of(row: &fix::Model) -> FixSample {
+    FixSample {
+        recorded_at: row.recorded_at,
+        position: LonLat {
+            lon: row.lon,
+            lat: row.lat,
+        },
+        accuracy_m: row.accuracy_m,
+        speed_mps: row.speed_mps,
+    }
+}
+
+/// The flags that depend on the neighbouring fixes.
+const NEIGHBOUR_FLAGS: i32 = Flags::IMPLAUSIBLE_SPEED.0 | Flags::STATIC_REPEAT.0;
+
+/// Judges, inserts and commits a group of batches; the answer per batch, per row.
 async fn write_group(
     db: &DatabaseConnection,
-    rows: &[&fix::Model],
-) -> Result<Vec<Written>, sea_orm::DbErr> {
+    t: &Thresholds,
+    tails: &mut Tails,
+    batches: &[&Batch],
+) -> Result<Vec<Vec<Written>>, sea_orm::DbErr> {
+    // Each member's new rows, in group order: (batch, row).
+    let mut by_member: HashMap<Uuid, (Mobility, Vec<(usize, usize)>)> = HashMap::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let entry = by_member
+            .entry(batch.member_id)
+            .or_insert_with(|| (batch.mobility, Vec::new()));
+        entry.1.extend((0..batch.rows.len()).map(|r| (b, r)));
+    }
+    let spans: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = by_member
+        .iter()
+        .map(|(member, (_, rows))| {
+            let times = rows.iter().map(|&(b, r)| batches[b].rows[r].recorded_at);
+            let from = times.clone().min().unwrap_or_default();
+            let to = times.max().unwrap_or_default();
+            (*member, from, to)
+        })
+        .collect();
+    let keep = t.static_repeat_run + 4;
+    // Members whose tails do not answer for their new fixes are read from the database.
+    // This process writes fixes only here, so what is read before the transaction is what
+    // the transaction starts from.
+    let t0 = std::time::Instant::now();
+    let misses: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = spans
+        .iter()
+        .filter(|(member, from, _)| tails.neighbours_of(*member, *from).is_none())
+        .copied()
+        .collect();
+    let read_at = std::time::Instant::now();
+    let read = neighbours(db, &misses, keep).await?;
+    let t1 = t0.elapsed();
+    let empty = Vec::new();
+    let stored_of = |member: &Uuid, from: DateTime<Utc>| -> &[StoredFix] {
+        tails
+            .neighbours_of(*member, from)
+            .unwrap_or_else(|| read.get(member).unwrap_or(&empty))
+    };
+
+    let mut rows: Vec<Vec<fix::Model>> = batches.iter().map(|b| b.rows.clone()).collect();
+    for (member, (mobility, places)) in &by_member {
+        let new: Vec<(FixSample, bool)> = places
+            .iter()
+            .map(|&(b, r)| {
+                let row = &batches[b].rows[r];
+                (sample_of(row), row.mock)
+            })
+            .collect();
+        let from = new
+            .iter()
+            .map(|(f, _)| f.recorded_at)
+            .min()
+            .unwrap_or_default();
+        let theirs = stored_of(member, from);
+        let received_at = batches[places[0].0].rows[places[0].1].received_at;
+        let judged = plausibility::judge_batch(theirs, &new, received_at, *mobility, t);
+        for (&(b, r), flags) in places.iter().zip(judged) {
+            rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
+        }
+    }
+
+    let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     let txn = db.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let mut inserted: HashSet<Uuid> = HashSet::with_capacity(all.len());
+    for chunk in all.chunks(ROWS_PER_STATEMENT) {
         let models = chunk.iter().map(|m| {
             let active: fix::ActiveModel = (*m).clone().into();
             active
         });
-        fix::Entity::insert_many(models)
+        let mut insert = fix::Entity::insert_many(models)
             .on_conflict_do_nothing_on([fix::Column::MemberId, fix::Column::ClientId])
-            .exec_without_returning(&txn)
-            .await?;
+            .into_query();
+        insert.returning_col(fix::Column::Id);
+        for row in txn.query_all(&insert).await? {
+            inserted.insert(row.try_get::<Uuid>("", "id")?);
+        }
     }
-    let stored = read_back(&txn, rows).await?;
+    let others: Vec<&fix::Model> = all
+        .iter()
+        .copied()
+        .filter(|r| !inserted.contains(&r.id))
+        .collect();
+    let t2 = t0.elapsed();
+    let earlier = read_back(&txn, &others).await?;
     txn.commit().await?;
-    rows.iter()
-        .map(|row| match stored.get(&(row.member_id, row.client_id)) {
-            Some(s) if s.id == row.id => Ok(Written::Created(s.clone())),
-            Some(s) if same_content(s, row) => Ok(Written::Duplicate(s.clone())),
-            Some(s) => Ok(Written::Conflict(s.clone())),
-            None => Err(sea_orm::DbErr::Custom(format!(
-                "fix {} was neither inserted nor found",
-                row.client_id
-            ))),
+    let t3 = t0.elapsed();
+    // The tails after the commit: what answered for the new fixes, plus those stored now.
+    let mut updates: Vec<(Uuid, Option<Vec<StoredFix>>, Option<std::time::Instant>)> =
+        Vec::with_capacity(spans.len());
+    for (member, from, to) in &spans {
+        let (mut known, loaded) = match tails.neighbours_of(*member, *from) {
+            Some(fixes) => (Some(fixes.to_vec()), None),
+            None => {
+                let fixes = read.get(member).cloned().unwrap_or_default();
+                // Stored fixes after the new ones mean the read did not reach the latest.
+                if fixes.iter().any(|f| f.sample.recorded_at > *to) {
+                    (None, None)
+                } else {
+                    (Some(fixes), Some(read_at))
+                }
+            }
+        };
+        if let Some(known) = known.as_mut() {
+            for &(b, r) in &by_member[member].1 {
+                let row = &rows[b][r];
+                if inserted.contains(&row.id) {
+                    known.push(StoredFix {
+                        sample: sample_of(row),
+                        flags: Flags(row.flags),
+                    });
+                }
+            }
+        }
+        updates.push((*member, known, loaded));
+    }
+    for (member, known, loaded) in updates {
+        tails.set(member, known, keep, loaded);
+    }
+    tracing::debug!(
+        rows = all.len(),
+        members = spans.len(),
+        read_members = misses.len(),
+        read_ms = t1.as_secs_f64() * 1e3,
+        insert_ms = (t2 - t1).as_secs_f64() * 1e3,
+        commit_ms = (t3 - t2).as_secs_f64() * 1e3,
+        "group committed"
+    );
+
+    rows.into_iter()
+        .map(|rows| {
+            rows.into_iter()
+                .map(|row| {
+                    if inserted.contains(&row.id) {
+                        return Ok(Written::Created(row));
+                    }
+                    match earlier.get(&(row.member_id, row.client_id)) {
+                        Some(s) if same_content(s, &row) => Ok(Written::Duplicate(s.clone())),
+                        Some(s) => Ok(Written::Conflict(s.clone())),
+                        None => Err(sea_orm::DbErr::Custom(format!(
+                            "fix {} was neither inserted nor found",
+                            row.client_id
+                        ))),
+                    }
+                })
+                .collect()
         })
         .collect()
 }
 
+/// The stored fixes around each member's span, in `recorded_at` order: `before` fixes
+/// before it (for the repeat rule), everything inside it, and the next few after it. One
+/// statement for many members.
+async fn neighbours(
+    db: &DatabaseConnection,
+    spans: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
+    before: usize,
+) -> Result<HashMap<Uuid, Vec<StoredFix>>, sea_orm::DbErr> {
+    let backend = db.get_database_backend();
+    let mut out: HashMap<Uuid, Vec<StoredFix>> = HashMap::with_capacity(spans.len());
+    for chunk in spans.chunks(MEMBERS_PER_QUERY) {
+        let mut sql = String::with_capacity(chunk.len() * 600);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+        let param = |values: &mut Vec<Value>, v: Value| -> String {
+            values.push(v);
+            match backend {
+                DbBackend::Postgres => format!("${}", values.len()),
+                _ => "?".to_owned(),
+            }
+        };
+        const COLUMNS: &str = "member_id, recorded_at, lat, lon, accuracy_m, speed_mps, flags";
+        for (i, (member, from, to)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let m = param(&mut values, (*member).into());
+            let f = param(&mut values, (*from).into());
+            sql.push_str(&format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = {m} AND recorded_at < {f} \
+                 ORDER BY recorded_at DESC LIMIT {before}) AS b{i}"
+            ));
+            let m = param(&mut values, (*member).into());
+            let f = param(&mut values, (*from).into());
+            let t = param(&mut values, (*to).into());
+            sql.push_str(&format!(
+                " UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = {m} \
+                 AND recorded_at >= {f} AND recorded_at <= {t} ORDER BY recorded_at LIMIT {WITHIN}) AS w{i}"
+            ));
+            let m = param(&mut values, (*member).into());
+            let t = param(&mut values, (*to).into());
+            sql.push_str(&format!(
+                " UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = {m} \
+                 AND recorded_at > {t} ORDER BY recorded_at LIMIT {AFTER}) AS a{i}"
+            ));
+        }
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        for row in rows {
+            let member: Uuid = row.try_get("", "member_id")?;
+            out.entry(member).or_default().push(StoredFix {
+                sample: FixSample {
+                    recorded_at: row.try_get("", "recorded_at")?,
+                    position: LonLat {
+                        lon: row.try_get("", "lon")?,
+                        lat: row.try_get("", "lat")?,
+                    },
+                    accuracy_m: row.try_get("", "accuracy_m")?,
+                    speed_mps: row.try_get("", "speed_mps")?,
+                },
+                flags: Flags(row.try_get("", "flags")?),
+            });
+        }
+    }
+    for fixes in out.values_mut() {
+        fixes.sort_by_key(|f| f.sample.recorded_at);
+    }
+    Ok(out)
+}
+
+/// The stored fixes with these rows' (member, client id).
 async fn read_back<C: ConnectionTrait>(
     db: &C,
     rows: &[&fix::Model],

@@ -301,6 +301,17 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The thresholds of the check-in plausibility rules.
+    pub fn thresholds(&self) -> crate::domain::plausibility::Thresholds {
+        crate::domain::plausibility::Thresholds {
+            max_accuracy_m: self.max_accuracy_m,
+            max_speed_foot_mps: self.max_speed_foot_mps,
+            max_speed_vehicle_mps: self.max_speed_vehicle_mps,
+            clock_skew_tolerance_s: self.clock_skew_tolerance_s,
+            static_repeat_run: self.static_repeat_run,
+        }
+    }
+
     /// Resolves flags and environment (already merged by clap) over the TOML file and defaults.
     pub fn load(args: SettingsArgs) -> anyhow::Result<Settings> {
         let file = match &args.config {

@@ -70,7 +70,7 @@ impl AppState {
             settings.access_token_ttl,
         )?;
         Ok(AppState {
-            writer: Writer::start(db.clone()),
+            writer: Writer::start(db.clone(), settings.thresholds()),
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),

@@ -8,8 +8,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -21,11 +21,11 @@ use crate::{
     domain::{
         datum::Datum,
         geodesy::LonLat,
-        plausibility::{self, FixSample, Flags, Mobility, StoredFix, Thresholds},
+        plausibility::{self, FixSample, Flags, Mobility, Thresholds},
     },
     error::{ApiError, ApiResult},
     extract::field_of,
-    ingest::Written,
+    ingest::{Batch, Written},
     routes::shifts::{overlapping, shifts_of_member},
     state::AppState,
     store::{fix, post, shift, team, team_member},
@@ -311,10 +311,12 @@ struct Candidate {
 
 /// Checks one fix's own fields against the clock and the ranges.
 fn check_item(
-    input: CheckinIn,
+    mut input: CheckinIn,
     now: DateTime<Utc>,
     sync_window: Duration,
 ) -> Result<Candidate, ItemError> {
+    // Kept to the microsecond, as PostgreSQL keeps it, on every database alike.
+    input.recorded_at = input.recorded_at.trunc_subsecs(6);
     let finite = |v: f64| v.is_finite();
     if !finite(input.lat) || !(-90.0..=90.0).contains(&input.lat) {
         return Err(item_error("lat", "must be between -90 and 90"));
@@ -383,14 +385,7 @@ fn check_item(
 }
 
 fn thresholds(state: &AppState) -> Thresholds {
-    let s = &state.settings;
-    Thresholds {
-        max_accuracy_m: s.max_accuracy_m,
-        max_speed_foot_mps: s.max_speed_foot_mps,
-        max_speed_vehicle_mps: s.max_speed_vehicle_mps,
-        clock_skew_tolerance_s: s.clock_skew_tolerance_s,
-        static_repeat_run: s.static_repeat_run,
-    }
+    state.settings.thresholds()
 }
 
 /// What the rules need to know about a member beyond the fix: how they move and when
@@ -493,75 +488,6 @@ async fn mobility(state: &AppState, member_id: Uuid) -> ApiResult<Mobility> {
     )
 }
 
-fn sample(f: &fix::Model) -> StoredFix {
-    StoredFix {
-        sample: FixSample {
-            recorded_at: f.recorded_at,
-            position: LonLat {
-                lon: f.lon,
-                lat: f.lat,
-            },
-            accuracy_m: f.accuracy_m,
-            speed_mps: f.speed_mps,
-        },
-        flags: Flags(f.flags),
-    }
-}
-
-/// The member's stored fixes around a time span: enough before it for the repeat rule,
-/// everything inside it, and the next few after it.
-async fn stored_around(
-    state: &AppState,
-    member_id: Uuid,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> ApiResult<Vec<StoredFix>> {
-    let before = state.settings.static_repeat_run as u64 + 4;
-    // For one fix (from == to) the fixes at that very moment come with the earlier ones.
-    let single = from == to;
-    let mut out: Vec<StoredFix> = fix::Entity::find()
-        .filter(fix::Column::MemberId.eq(member_id))
-        .filter(if single {
-            fix::Column::RecordedAt.lte(from)
-        } else {
-            fix::Column::RecordedAt.lt(from)
-        })
-        .order_by_desc(fix::Column::RecordedAt)
-        .limit(before)
-        .all(&state.db)
-        .await?
-        .iter()
-        .rev()
-        .map(sample)
-        .collect();
-    if !single {
-        out.extend(
-            fix::Entity::find()
-                .filter(fix::Column::MemberId.eq(member_id))
-                .filter(fix::Column::RecordedAt.gte(from))
-                .filter(fix::Column::RecordedAt.lte(to))
-                .order_by_asc(fix::Column::RecordedAt)
-                .limit(20_000)
-                .all(&state.db)
-                .await?
-                .iter()
-                .map(sample),
-        );
-    }
-    out.extend(
-        fix::Entity::find()
-            .filter(fix::Column::MemberId.eq(member_id))
-            .filter(fix::Column::RecordedAt.gt(to))
-            .order_by_asc(fix::Column::RecordedAt)
-            .limit(4)
-            .all(&state.db)
-            .await?
-            .iter()
-            .map(sample),
-    );
-    Ok(out)
-}
-
 /// The outcome of a set of fixes of one member, in input order.
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
@@ -580,7 +506,8 @@ pub async fn ingest(
     items: Vec<Result<CheckinIn, ItemError>>,
     source: Source,
 ) -> ApiResult<Vec<Outcome>> {
-    let now = Utc::now();
+    // Microseconds: what PostgreSQL keeps, so a stored fix reads back as it was written.
+    let now = Utc::now().trunc_subsecs(6);
     let mut checked: Vec<Result<Candidate, ItemError>> = items
         .into_iter()
         .map(|i| i.and_then(|input| check_item(input, now, state.settings.sync_window)))
@@ -638,6 +565,7 @@ pub async fn ingest(
     let good: Vec<&Candidate> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
     let mut context_for_stale = None;
+    let mut mobility = Mobility::Foot;
     if !good.is_empty() {
         let from = good
             .iter()
@@ -649,34 +577,24 @@ pub async fn ingest(
             .map(|c| c.input.recorded_at)
             .max()
             .unwrap_or(now);
-        let stored = stored_around(state, member_id, from, to).await?;
         let context = member_context(state, member_id, from, to).await?;
-        context_for_stale = Some(context.clone());
-        let new: Vec<(FixSample, bool)> = good
-            .iter()
-            .map(|c| {
-                (
-                    FixSample {
-                        recorded_at: c.input.recorded_at,
-                        position: c.position,
-                        accuracy_m: c.input.accuracy_m,
-                        speed_mps: c.input.speed_mps,
-                    },
-                    c.input.mock.unwrap_or(false),
-                )
-            })
-            .collect();
-        let mut flags =
-            plausibility::judge_batch(&stored, &new, now, context.mobility, &thresholds(state));
-        // outside_shift: no shift of the member covers the moment.
-        for (c, f) in good.iter().zip(flags.iter_mut()) {
-            let t = c.input.recorded_at;
-            if !context.shifts.iter().any(|(_, a, b)| *a <= t && t < *b) {
-                f.insert(Flags::OUTSIDE_SHIFT);
-            }
-        }
-        for (c, f) in good.iter().zip(flags) {
+        let t = thresholds(state);
+        for c in good {
             let i = &c.input;
+            let sample = FixSample {
+                recorded_at: i.recorded_at,
+                position: c.position,
+                accuracy_m: i.accuracy_m,
+                speed_mps: i.speed_mps,
+            };
+            // The flags of the fix alone; the writer adds those that need its neighbours.
+            let mut flags =
+                plausibility::intrinsic_flags(&sample, i.mock.unwrap_or(false), now, &t);
+            // outside_shift: no shift of the member covers the moment.
+            let at = i.recorded_at;
+            if !context.shifts.iter().any(|(_, a, b)| *a <= at && at < *b) {
+                flags.insert(Flags::OUTSIDE_SHIFT);
+            }
             rows.push(fix::Model {
                 id: Uuid::now_v7(),
                 member_id,
@@ -695,10 +613,12 @@ pub async fn ingest(
                 shift_id: i.shift_id,
                 datum: c.datum.as_str().to_owned(),
                 mock: i.mock.unwrap_or(false),
-                flags: f.0,
+                flags: flags.0,
                 source: source.as_str().to_owned(),
             });
         }
+        mobility = context.mobility;
+        context_for_stale = Some(context);
     }
     let touched: Vec<Uuid> = match &context_for_stale {
         Some(context) => rows
@@ -715,14 +635,22 @@ pub async fn ingest(
             .collect(),
         None => Vec::new(),
     };
-    let written = state.writer.write(rows).await.map_err(|e| {
-        tracing::error!(error = %e, "storing fixes failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the fixes could not be stored; nothing was acknowledged, send them again",
-        )
-    })?;
+    let written = state
+        .writer
+        .write(Batch {
+            member_id,
+            mobility,
+            rows,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "storing fixes failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the fixes could not be stored; nothing was acknowledged, send them again",
+            )
+        })?;
     // Late fixes change the stored coverage of the finished shifts they fall in.
     if !touched.is_empty() {
         crate::coverage::mark_stale(state, &touched).await?;
