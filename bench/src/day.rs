@@ -403,7 +403,7 @@ impl Day {
             return None;
         };
         // One fix in thirty-three comes with a poor accuracy and does not count.
-        let accuracy_m = if h % 33 == 0 {
+        let accuracy_m = if h.is_multiple_of(33) {
             80.0
         } else {
             4.0 + (h >> 40) as f64 % 16.0

@@ -130,11 +130,15 @@ impl NearBox {
 /// The boxes around posts, found by position through a grid of cells.
 struct Grid {
     cells: HashMap<(i64, i64), Vec<usize>>,
+    /// Boxes too large for the grid, tested for every position.
+    wide: Vec<usize>,
 }
 
 impl Grid {
     /// Cell size in degrees (about a kilometre).
     const CELL: f64 = 0.01;
+    /// Boxes over more cells than this go in [`Grid::wide`].
+    const MAX_CELLS: i64 = 10_000;
 
     fn cell(v: f64) -> i64 {
         (v / Self::CELL).floor() as i64
@@ -142,26 +146,34 @@ impl Grid {
 
     fn new(boxes: Vec<NearBox>) -> Grid {
         let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        let mut wide = Vec::new();
         for (slot, b) in boxes.iter().enumerate() {
-            if !(b.min_lat.is_finite() && b.max_lat.is_finite())
-                || !(b.min_lon.is_finite() && b.max_lon.is_finite())
-            {
+            let (y0, y1) = (Self::cell(b.min_lat), Self::cell(b.max_lat));
+            let (x0, x1) = (Self::cell(b.min_lon), Self::cell(b.max_lon));
+            let finite = [b.min_lat, b.max_lat, b.min_lon, b.max_lon]
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite || (y1 - y0 + 1).saturating_mul(x1 - x0 + 1) > Self::MAX_CELLS {
+                wide.push(slot);
                 continue;
             }
-            for y in Self::cell(b.min_lat)..=Self::cell(b.max_lat) {
-                for x in Self::cell(b.min_lon)..=Self::cell(b.max_lon) {
+            for y in y0..=y1 {
+                for x in x0..=x1 {
                     cells.entry((y, x)).or_default().push(slot);
                 }
             }
         }
-        Grid { cells }
+        Grid { cells, wide }
     }
 
     /// The boxes that may contain a position (each still to be tested).
-    fn at(&self, lat: f64, lon: f64) -> &[usize] {
+    fn at(&self, lat: f64, lon: f64) -> impl Iterator<Item = usize> + '_ {
         self.cells
             .get(&(Self::cell(lat), Self::cell(lon)))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .chain(&self.wide)
+            .copied()
     }
 }
 
@@ -316,7 +328,7 @@ pub async fn evaluate_streaming(
             }
             // Anyone's fix near a post during one of its shifts (a member's own fix there
             // is already in, since the shift lies inside its members' span).
-            for &slot in grid.at(lat, lon) {
+            for slot in grid.at(lat, lon) {
                 let (near, ids) = &near_posts[slot];
                 if !near.contains(lat, lon) {
                     continue;
