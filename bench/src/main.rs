@@ -5,7 +5,9 @@
 //! baselines measured in the same run: `GET /healthz` at the same concurrency (the HTTP
 //! ceiling) and rows written straight into the same `fixes` table (the insert ceiling).
 
+mod coverage;
 mod cpu;
+mod day;
 mod http;
 mod load;
 mod raw;
@@ -76,6 +78,49 @@ struct Args {
     /// Skip the check-in workloads (only the baselines)
     #[arg(long)]
     baselines_only: bool,
+    #[command(subcommand)]
+    command: Option<Workload>,
+}
+
+/// Benchmarks other than check-in ingest.
+#[derive(clap::Subcommand, Debug)]
+enum Workload {
+    /// Coverage of a generated day: ingest, the whole-day GET /api/v1/coverage, `patrol
+    /// coverage rebuild` of the day, and the memory of the server and of the rebuild
+    Coverage(CoverageArgs),
+}
+
+/// Options of `bench coverage`.
+#[derive(clap::Args, Debug)]
+struct CoverageArgs {
+    /// Which day: the reference day (1,000 staff and 10,000 volunteers, fixes every 30 s
+    /// on duty), the worst case (11,000 phones every 30 s all day), or both
+    #[arg(long, value_enum, default_value_t = DayChoice::Both)]
+    day: DayChoice,
+    /// Scale of the day: 1.0 is the full size, 0.1 a tenth of the members and areas
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed of the generated day
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Timed whole-day queries (after one untimed)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    queries: u64,
+    /// Connections for the HTTP ingest
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    conns: u64,
+    /// Send the worst-case day through POST /api/v1/checkins as well (slow at full scale)
+    /// instead of writing it straight into the fixes table
+    #[arg(long)]
+    worst_over_http: bool,
+}
+
+/// The `--day` choices.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DayChoice {
+    Reference,
+    Worst,
+    Both,
 }
 
 /// Password of every bench member.
@@ -84,7 +129,8 @@ const PASSWORD: &str = "bench-password-0123";
 const TRACK_START: TimeDelta = TimeDelta::hours(12);
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let workload = args.command.take();
     // Two workers: the machine's two cores are shared with the server under test.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -97,13 +143,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match workload {
+        Some(Workload::Coverage(c)) => runtime.block_on(run_coverage(&args, c)),
+        None => runtime.block_on(run(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_coverage(args: &Args, c: CoverageArgs) -> anyhow::Result<()> {
+    if !(c.scale > 0.0 && c.scale <= 1.0) {
+        bail!("--scale must be in (0, 1]");
+    }
+    let days = match c.day {
+        DayChoice::Reference => vec![day::Kind::Reference],
+        DayChoice::Worst => vec![day::Kind::Worst],
+        DayChoice::Both => vec![day::Kind::Reference, day::Kind::Worst],
+    };
+    coverage::run(coverage::Options {
+        days,
+        scale: c.scale,
+        seed: c.seed,
+        queries: usize::try_from(c.queries)?,
+        conns: usize::try_from(c.conns)?,
+        worst_over_http: c.worst_over_http,
+        database_url: args.database_url.clone(),
+        patrol: server::locate_binary(args.patrol.as_deref())?,
+        tmp_dir: args.tmp_dir.clone(),
+    })
+    .await
 }
 
 fn progress(msg: &str) {

@@ -213,6 +213,17 @@ impl Patrol {
         .map(|_| ())
     }
 
+    /// Starts `patrol ARGS…` with its output captured.
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Child> {
+        let mut cmd = self.command();
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn()
+            .with_context(|| format!("starting {} {}", self.binary.display(), args.join(" ")))
+    }
+
     /// `patrol serve`, once `/healthz` answers 200.
     pub async fn serve(&self) -> anyhow::Result<Server> {
         let log = std::fs::File::create(&self.log)

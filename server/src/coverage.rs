@@ -81,78 +81,357 @@ pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Computes shifts from their fixes (no stored results are used).
-pub async fn compute(
+/// Width of the time windows in which [`evaluate_streaming`] reads fixes.
+const WINDOW: chrono::Duration = chrono::Duration::hours(1);
+/// Fixes in a window are read with the members of the shifts it touches named in the query
+/// unless there are more than this many (then every fix of the window is read).
+const MAX_NAMED_MEMBERS: usize = 20_000;
+/// Shifts evaluated together on one blocking thread.
+const EVALUATE_BATCH: usize = 64;
+
+/// A fix as read for coverage: the six columns the rule needs.
+type FixRow = (Uuid, DateTime<Utc>, f64, f64, f64, i32);
+
+/// The box around a post in which anyone's fix during a shift is read as evidence.
+#[derive(Clone, Copy, Debug)]
+struct NearBox {
+    min_lat: f64,
+    max_lat: f64,
+    min_lon: f64,
+    max_lon: f64,
+}
+
+impl NearBox {
+    fn of(p: &post::Model, max_accuracy_m: f64) -> NearBox {
+        let margin = (p.corridor_m.or(p.radius_m).unwrap_or(50.0) + max_accuracy_m) / 111_000.0;
+        let lon_margin = margin / p.min_lat.to_radians().cos().max(0.1);
+        NearBox {
+            min_lat: p.min_lat - margin,
+            max_lat: p.max_lat + margin,
+            min_lon: p.min_lon - lon_margin,
+            max_lon: p.max_lon + lon_margin,
+        }
+    }
+
+    fn contains(&self, lat: f64, lon: f64) -> bool {
+        lat >= self.min_lat && lat <= self.max_lat && lon >= self.min_lon && lon <= self.max_lon
+    }
+
+    fn union(self, o: NearBox) -> NearBox {
+        NearBox {
+            min_lat: self.min_lat.min(o.min_lat),
+            max_lat: self.max_lat.max(o.max_lat),
+            min_lon: self.min_lon.min(o.min_lon),
+            max_lon: self.max_lon.max(o.max_lon),
+        }
+    }
+}
+
+/// The boxes around posts, found by position through a grid of cells.
+struct Grid {
+    cells: HashMap<(i64, i64), Vec<usize>>,
+    /// Boxes too large for the grid, tested for every position.
+    wide: Vec<usize>,
+}
+
+impl Grid {
+    /// Cell size in degrees (about a kilometre).
+    const CELL: f64 = 0.01;
+    /// Boxes over more cells than this go in [`Grid::wide`].
+    const MAX_CELLS: i64 = 10_000;
+
+    fn cell(v: f64) -> i64 {
+        (v / Self::CELL).floor() as i64
+    }
+
+    fn new(boxes: Vec<NearBox>) -> Grid {
+        let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        let mut wide = Vec::new();
+        for (slot, b) in boxes.iter().enumerate() {
+            let (y0, y1) = (Self::cell(b.min_lat), Self::cell(b.max_lat));
+            let (x0, x1) = (Self::cell(b.min_lon), Self::cell(b.max_lon));
+            let finite = [b.min_lat, b.max_lat, b.min_lon, b.max_lon]
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite || (y1 - y0 + 1).saturating_mul(x1 - x0 + 1) > Self::MAX_CELLS {
+                wide.push(slot);
+                continue;
+            }
+            for y in y0..=y1 {
+                for x in x0..=x1 {
+                    cells.entry((y, x)).or_default().push(slot);
+                }
+            }
+        }
+        Grid { cells, wide }
+    }
+
+    /// The boxes that may contain a position (each still to be tested).
+    fn at(&self, lat: f64, lon: f64) -> impl Iterator<Item = usize> + '_ {
+        self.cells
+            .get(&(Self::cell(lat), Self::cell(lon)))
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .chain(&self.wide)
+            .copied()
+    }
+}
+
+/// A shift being gathered: what the rule needs, and the fixes that bear on it so far.
+struct Gathering {
+    spec: ShiftSpec,
+    prepared: Arc<PreparedPost>,
+    /// Its post in the list of posts near which fixes are evidence.
+    post_slot: usize,
+    /// Its members' fixes count from here (the start less [`EDGE`]) …
+    reads_from: DateTime<Utc>,
+    /// … to here (the end plus [`EDGE`]), exclusive.
+    reads_until: DateTime<Utc>,
+    fixes: Vec<FixIn>,
+}
+
+/// Evaluates shifts from their fixes in one pass over the time they span, and hands the
+/// results to `sink` in batches as the shifts complete (as `(index in shifts, result)`),
+/// after storing those of ended shifts when `store_ended` is set.
+///
+/// The fixes that bear on a shift are its members' from an hour before it to an hour after
+/// it, and anyone's near the post during it (counted as evidence of who else was there).
+/// They are read once for all the shifts, window by window in time order with only the
+/// columns the rule needs, the next window's read overlapping the current one's work; a
+/// shift is evaluated on a blocking thread as soon as the windows have passed its end, so
+/// memory holds only the shifts still open.
+pub async fn evaluate_streaming(
     state: &AppState,
     shifts: &[shift::Model],
     now: DateTime<Utc>,
-) -> ApiResult<Vec<ShiftCoverage>> {
+    store_ended: bool,
+    mut sink: impl FnMut(Vec<(usize, ShiftCoverage)>),
+) -> ApiResult<()> {
+    let hand_on =
+        async |results: Vec<(usize, ShiftCoverage)>| -> ApiResult<Vec<(usize, ShiftCoverage)>> {
+            if store_ended {
+                let pairs: Vec<(&shift::Model, &ShiftCoverage)> = results
+                    .iter()
+                    .map(|(i, c)| (&shifts[*i], c))
+                    .filter(|(s, _)| s.ends_at <= now)
+                    .collect();
+                store(state, &pairs, now).await?;
+            }
+            Ok(results)
+        };
+    if shifts.is_empty() {
+        return Ok(());
+    }
     let post_ids: Vec<Uuid> = shifts
         .iter()
         .map(|s| s.post_id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let posts: HashMap<Uuid, post::Model> = post::Entity::find()
-        .filter(post::Column::Id.is_in(post_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
-    let people = people_on(&state.db, shifts).await?;
+    let mut posts: HashMap<Uuid, post::Model> = HashMap::new();
+    for chunk in post_ids.chunks(500) {
+        for p in post::Entity::find()
+            .filter(post::Column::Id.is_in(chunk.iter().copied()))
+            .all(&state.db)
+            .await?
+        {
+            posts.insert(p.id, p);
+        }
+    }
+    let mut people = people_on(&state.db, shifts).await?;
     let settings = settings_of(state);
-    let mut out = Vec::with_capacity(shifts.len());
-    for s in shifts {
+
+    let mut open: Vec<Option<Gathering>> = Vec::with_capacity(shifts.len());
+    let mut by_member: HashMap<Uuid, Vec<usize>> = HashMap::new();
+    let mut post_slot: HashMap<Uuid, usize> = HashMap::new();
+    let mut near_posts: Vec<(NearBox, Vec<usize>)> = Vec::new();
+    for (i, s) in shifts.iter().enumerate() {
         let p = posts
             .get(&s.post_id)
             .ok_or_else(|| ApiError::internal("shift without its post"))?;
         let prepared = state.prepared_posts.get(p).ok_or_else(|| {
             ApiError::internal(format!("post {} has an unreadable geometry", p.code))
         })?;
-        let members: HashSet<Uuid> = people.get(&s.id).cloned().unwrap_or_default();
-        let fixes = fixes_for(state, s, p, &members).await?;
-        let spec = ShiftSpec {
-            id: s.id,
-            starts_at: s.starts_at,
-            ends_at: s.ends_at,
-            members,
-            min_headcount: s.min_headcount.unwrap_or(p.min_headcount).max(1) as u32,
-            required_coverage: p.required_coverage.unwrap_or(0.8),
-            required_presence: p.required_presence.unwrap_or(0.9),
-            arrival_grace_min: i64::from(p.arrival_grace_min),
-        };
-        out.push(evaluate(&prepared, &spec, &fixes, now, &settings));
+        let members = people.remove(&s.id).unwrap_or_default();
+        for m in &members {
+            by_member.entry(*m).or_default().push(i);
+        }
+        let slot = *post_slot.entry(p.id).or_insert_with(|| {
+            near_posts.push((NearBox::of(p, settings.max_accuracy_m), Vec::new()));
+            near_posts.len() - 1
+        });
+        near_posts[slot].1.push(i);
+        open.push(Some(Gathering {
+            spec: ShiftSpec {
+                id: s.id,
+                starts_at: s.starts_at,
+                ends_at: s.ends_at,
+                members,
+                min_headcount: s.min_headcount.unwrap_or(p.min_headcount).max(1) as u32,
+                required_coverage: p.required_coverage.unwrap_or(0.8),
+                required_presence: p.required_presence.unwrap_or(0.9),
+                arrival_grace_min: i64::from(p.arrival_grace_min),
+            },
+            prepared,
+            post_slot: slot,
+            reads_from: s.starts_at - EDGE,
+            reads_until: s.ends_at + EDGE,
+            fixes: Vec::new(),
+        }));
     }
-    Ok(out)
+    // Shifts in the order they complete.
+    let mut closing: Vec<usize> = (0..shifts.len()).collect();
+    closing.sort_by_key(|&i| shifts[i].ends_at);
+    let mut closing = closing.into_iter().peekable();
+
+    let first = shifts.iter().map(|s| s.starts_at).min().unwrap_or(now) - EDGE;
+    let last = shifts.iter().map(|s| s.ends_at).max().unwrap_or(now) + EDGE;
+    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = {
+        let mut out = Vec::new();
+        let mut a = first;
+        while a < last {
+            let b = (a + WINDOW).min(last);
+            out.push((a, b));
+            a = b;
+        }
+        out
+    };
+    let grid = Grid::new(near_posts.iter().map(|(n, _)| *n).collect());
+    let read = |open: &[Option<Gathering>], (a, b): (DateTime<Utc>, DateTime<Utc>)| {
+        let filter = window_filter(open, &near_posts, a, b);
+        let db = state.db.clone();
+        tokio::spawn(async move { read_window(&db, a, b, filter).await })
+    };
+    let mut next = windows.first().map(|w| read(&open, *w));
+    let mut evaluations = Vec::new();
+    for (k, &(_, b)) in windows.iter().enumerate() {
+        let Some(pending) = next.take() else { break };
+        let rows = pending.await.map_err(ApiError::internal)??;
+        next = windows.get(k + 1).map(|w| read(&open, *w));
+        for (member_id, recorded_at, lat, lon, accuracy_m, flags) in rows {
+            let fix = FixIn {
+                member_id,
+                recorded_at,
+                position: LonLat { lon, lat },
+                accuracy_m,
+                flags: Flags(flags),
+            };
+            if let Some(mine) = by_member.get(&member_id) {
+                for &i in mine {
+                    if let Some(g) = open[i].as_mut()
+                        && recorded_at >= g.reads_from
+                        && recorded_at < g.reads_until
+                    {
+                        g.fixes.push(fix);
+                    }
+                }
+            }
+            // Anyone's fix near a post during one of its shifts (a member's own fix there
+            // is already in, since the shift lies inside its members' span).
+            for slot in grid.at(lat, lon) {
+                let (near, ids) = &near_posts[slot];
+                if !near.contains(lat, lon) {
+                    continue;
+                }
+                for &i in ids {
+                    if let Some(g) = open[i].as_mut()
+                        && recorded_at >= g.spec.starts_at
+                        && recorded_at < g.spec.ends_at
+                        && !g.spec.members.contains(&member_id)
+                    {
+                        g.fixes.push(fix);
+                    }
+                }
+            }
+        }
+        // Every shift whose span the windows have passed is complete.
+        let mut done = Vec::new();
+        while let Some(&i) = closing.peek() {
+            let complete = open[i].as_ref().is_some_and(|g| g.reads_until <= b);
+            if !complete && k + 1 < windows.len() {
+                break;
+            }
+            closing.next();
+            if let Some(g) = open[i].take() {
+                done.push((i, g));
+            }
+            if done.len() == EVALUATE_BATCH {
+                evaluations.push(spawn_evaluation(std::mem::take(&mut done), now, settings));
+            }
+        }
+        if !done.is_empty() {
+            evaluations.push(spawn_evaluation(done, now, settings));
+        }
+        // Hand on what has been evaluated, in order, without waiting for the rest.
+        while evaluations.first().is_some_and(|h| h.is_finished()) {
+            let results = evaluations.remove(0).await.map_err(ApiError::internal)?;
+            sink(hand_on(results).await?);
+        }
+    }
+    for h in evaluations {
+        let results = h.await.map_err(ApiError::internal)?;
+        sink(hand_on(results).await?);
+    }
+    Ok(())
 }
 
-/// The fixes that bear on a shift: its members' around the shift, and anyone's near the
-/// post during it (counted as evidence of who else was there).
-async fn fixes_for(
-    state: &AppState,
-    s: &shift::Model,
-    p: &post::Model,
-    members: &HashSet<Uuid>,
-) -> ApiResult<Vec<FixIn>> {
-    let margin =
-        (p.corridor_m.or(p.radius_m).unwrap_or(50.0) + state.settings.max_accuracy_m) / 111_000.0;
-    let lon_margin = margin / p.min_lat.to_radians().cos().max(0.1);
-    let near_post = Condition::all()
-        .add(fix::Column::RecordedAt.gte(s.starts_at))
-        .add(fix::Column::RecordedAt.lt(s.ends_at))
-        .add(fix::Column::Lat.between(p.min_lat - margin, p.max_lat + margin))
-        .add(fix::Column::Lon.between(p.min_lon - lon_margin, p.max_lon + lon_margin));
-    let mut condition = Condition::any().add(near_post);
+/// Evaluates complete shifts on a blocking thread.
+fn spawn_evaluation(
+    done: Vec<(usize, Gathering)>,
+    now: DateTime<Utc>,
+    settings: CoverageSettings,
+) -> tokio::task::JoinHandle<Vec<(usize, ShiftCoverage)>> {
+    tokio::task::spawn_blocking(move || {
+        done.into_iter()
+            .map(|(i, g)| (i, evaluate(&g.prepared, &g.spec, &g.fixes, now, &settings)))
+            .collect()
+    })
+}
+
+/// Which fixes of `[a, b)` to read: the members of the shifts whose span touches it, and
+/// anything in the box around the posts of the shifts running in it.
+fn window_filter(
+    open: &[Option<Gathering>],
+    near_posts: &[(NearBox, Vec<usize>)],
+    a: DateTime<Utc>,
+    b: DateTime<Utc>,
+) -> Option<Condition> {
+    let mut members: HashSet<Uuid> = HashSet::new();
+    let mut near: Option<NearBox> = None;
+    for g in open.iter().flatten() {
+        if g.reads_from < b && g.reads_until > a {
+            members.extend(g.spec.members.iter().copied());
+        }
+        if g.spec.starts_at < b && g.spec.ends_at > a {
+            let bx = near_posts[g.post_slot].0;
+            near = Some(near.map_or(bx, |n| n.union(bx)));
+        }
+    }
+    if members.len() > MAX_NAMED_MEMBERS {
+        return None;
+    }
+    let mut any = Condition::any();
     if !members.is_empty() {
-        condition = condition.add(
+        any = any.add(fix::Column::MemberId.is_in(members));
+    }
+    if let Some(n) = near {
+        any = any.add(
             Condition::all()
-                .add(fix::Column::MemberId.is_in(members.iter().copied()))
-                .add(fix::Column::RecordedAt.gte(s.starts_at - EDGE))
-                .add(fix::Column::RecordedAt.lt(s.ends_at + EDGE)),
+                .add(fix::Column::Lat.between(n.min_lat, n.max_lat))
+                .add(fix::Column::Lon.between(n.min_lon, n.max_lon)),
         );
     }
-    let rows = fix::Entity::find()
+    Some(any)
+}
+
+/// The fixes recorded in `[a, b)` that pass `filter` (all of them without one).
+async fn read_window(
+    db: &sea_orm::DatabaseConnection,
+    a: DateTime<Utc>,
+    b: DateTime<Utc>,
+    filter: Option<Condition>,
+) -> ApiResult<Vec<FixRow>> {
+    let mut q = fix::Entity::find()
         .select_only()
         .column(fix::Column::MemberId)
         .column(fix::Column::RecordedAt)
@@ -160,22 +439,30 @@ async fn fixes_for(
         .column(fix::Column::Lon)
         .column(fix::Column::AccuracyM)
         .column(fix::Column::Flags)
-        .filter(condition)
-        .into_tuple::<(Uuid, DateTime<Utc>, f64, f64, f64, i32)>()
-        .all(&state.db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(member_id, recorded_at, lat, lon, accuracy_m, flags)| FixIn {
-                member_id,
-                recorded_at,
-                position: LonLat { lon, lat },
-                accuracy_m,
-                flags: Flags(flags),
-            },
-        )
-        .collect())
+        .filter(fix::Column::RecordedAt.gte(a))
+        .filter(fix::Column::RecordedAt.lt(b));
+    if let Some(f) = filter {
+        q = q.filter(f);
+    }
+    Ok(q.into_tuple::<FixRow>().all(db).await?)
+}
+
+/// Computes shifts from their fixes (no stored results are used).
+pub async fn compute(
+    state: &AppState,
+    shifts: &[shift::Model],
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<ShiftCoverage>> {
+    let mut out: Vec<Option<ShiftCoverage>> = vec![None; shifts.len()];
+    evaluate_streaming(state, shifts, now, false, |results| {
+        for (i, c) in results {
+            out[i] = Some(c);
+        }
+    })
+    .await?;
+    out.into_iter()
+        .map(|c| c.ok_or_else(|| ApiError::internal("a shift was not evaluated")))
+        .collect()
 }
 
 /// Coverage of shifts: stored figures for finished shifts that are up to date, computed
@@ -298,8 +585,9 @@ pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
     Ok(due.len())
 }
 
-/// Recomputes every shift that starts in `[from, to)` from raw fixes and stores the
-/// finished ones; `progress` is told how many are done.
+/// Recomputes every shift that starts in `[from, to)` from raw fixes, in one pass over
+/// them, and stores the finished ones as they complete; `progress` is told how many are
+/// done.
 pub async fn rebuild(
     state: &AppState,
     from: DateTime<Utc>,
@@ -315,17 +603,11 @@ pub async fn rebuild(
     let now = Utc::now();
     let total = shifts.len();
     let mut done = 0;
-    for chunk in shifts.chunks(100) {
-        let computed = compute(state, chunk, now).await?;
-        let pairs: Vec<(&shift::Model, &ShiftCoverage)> = chunk
-            .iter()
-            .zip(computed.iter())
-            .filter(|(s, _)| s.ends_at <= now)
-            .collect();
-        store(state, &pairs, now).await?;
-        done += chunk.len();
+    evaluate_streaming(state, &shifts, now, true, |results| {
+        done += results.len();
         progress(done, total);
-    }
+    })
+    .await?;
     Ok(total)
 }
 

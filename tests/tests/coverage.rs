@@ -475,3 +475,134 @@ async fn map_board_reports_and_scope() {
     let vol = w.s.get("/api/v1/reports/volunteers", &w.org.admin).await;
     assert_eq!(vol.body["goal"], 10000);
 }
+
+/// The stored figures of these shifts, as stored (the JSON of each result), by shift.
+async fn stored(s: &TestServer, shifts: &[Uuid]) -> Vec<(bool, Value)> {
+    use patrol_server::store::shift_coverage;
+    use sea_orm::EntityTrait;
+    let mut out = Vec::new();
+    for sid in shifts {
+        let row = shift_coverage::Entity::find_by_id(*sid)
+            .one(&s.state.db)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no stored coverage for {sid}"));
+        out.push((row.stale, serde_json::from_str(&row.result).unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_shift_is_answered_from_stored_figures_without_its_fixes() {
+    use patrol_server::store::fix;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let w = World::new().await;
+    let end = now_s() - Duration::minutes(10);
+    let start = end - Duration::hours(1);
+    let k = w.kiosk("K1", json!({})).await;
+    let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
+    w.send(
+        "kiosk1",
+        (0..60)
+            .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
+            .collect(),
+    )
+    .await;
+    let first = w.coverage(k, start, end).await;
+    assert_eq!(first["status"], "met", "{first}");
+    assert_eq!(first["eligible_fixes"], 60);
+    let [(stale, _)] = stored(&w.s, &[shift]).await[..] else {
+        unreachable!()
+    };
+    assert!(!stale, "the finished shift's figures are stored and fresh");
+
+    // The raw fixes of the day go away behind the server's back.
+    let gone = fix::Entity::delete_many()
+        .filter(fix::Column::MemberId.eq(w.org.members["kiosk1"]))
+        .exec(&w.s.state.db)
+        .await
+        .unwrap();
+    assert_eq!(gone.rows_affected, 60);
+    let again = w.coverage(k, start, end).await;
+    assert_eq!(
+        again, first,
+        "a finished shift is read from its stored figures, not rescanned from its fixes"
+    );
+
+    // The check has teeth: once the stored figures are out of date (as late fixes make
+    // them), the shift is computed again from what fixes there are, which is none.
+    patrol_server::coverage::mark_stale(&w.s.state, &[shift])
+        .await
+        .unwrap();
+    let recomputed = w.coverage(k, start, end).await;
+    assert_eq!(recomputed["status"], "missed", "{recomputed}");
+    assert_eq!(recomputed["eligible_fixes"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_gives_the_stored_figures_again() {
+    let w = World::new().await;
+    let end = now_s() - Duration::minutes(10);
+    let start = end - Duration::hours(3);
+    let mid = start + Duration::hours(1);
+    let r = w.route("R1", 1000.0).await;
+    let k = w.kiosk("K1", json!({"min_headcount": 2})).await;
+    // The officer walks half the route in the first hour and stays on after the second
+    // starts; the kiosk is held by one, then two, and both are seen from the route's start.
+    // The fixes come before the shifts are made, so that the first stored figures already
+    // count them (a late fix refreshes its own member's shifts; as evidence near another
+    // post it is counted at the next rebuild).
+    w.send(
+        "officer1",
+        (0..=90)
+            .map(|i| fix(start + Duration::minutes(i), (i % 60) as f64 * 8.0, 3.0))
+            .collect(),
+    )
+    .await;
+    w.send(
+        "kiosk1",
+        (0..150)
+            .map(|i| fix(start + Duration::minutes(i), 2.0, 2.0))
+            .collect(),
+    )
+    .await;
+    w.send(
+        "vol1",
+        (60..170)
+            .map(|i| fix(start + Duration::minutes(i), -3.0, 1.0))
+            .collect(),
+    )
+    .await;
+    let shifts = [
+        w.shift(r, start, mid, &["officer1"], json!({})).await,
+        w.shift(r, mid, end, &["officer1"], json!({})).await,
+        w.shift(k, start, end, &["kiosk1", "vol1"], json!({})).await,
+        w.shift(k, mid, end, &["vol1"], json!({})).await,
+    ];
+    let items =
+        w.s.get(
+            &format!("/api/v1/coverage?from={}&to={}", q(start), q(end)),
+            &w.org.admin,
+        )
+        .await;
+    assert_eq!(items.status, StatusCode::OK, "{items:#?}");
+    assert_eq!(items.body["items"].as_array().unwrap().len(), 4);
+    let before = stored(&w.s, &shifts).await;
+    assert!(before.iter().all(|(stale, _)| !stale));
+    let rebuilt =
+        patrol_server::coverage::rebuild(&w.s.state, start - Duration::minutes(1), end, |_, _| {})
+            .await
+            .unwrap();
+    assert_eq!(rebuilt, 4);
+    let after = stored(&w.s, &shifts).await;
+    for ((_, b), (stale, a)) in before.iter().zip(&after) {
+        assert!(!stale);
+        let mut a = a.clone();
+        let mut b = b.clone();
+        // Only when they were computed differs, never what.
+        a["evaluated_until"] = Value::Null;
+        b["evaluated_until"] = Value::Null;
+        assert_eq!(a, b, "rebuilt figures equal the stored ones");
+    }
+    assert_ne!(after[0].1["excluded"]["not_member"], 0, "{}", after[0].1);
+}

@@ -16,7 +16,9 @@ use crate::{
     auth::AuthUser,
     coverage::{coverage_of, settings_of},
     domain::{
-        coverage::{ShiftCoverage, Status, route_pieces},
+        coverage::{
+            Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces,
+        },
         geodesy::{LocalProjection, LonLat, point_segment_distance},
         geometry::{PostGeometry, PostKind},
         plausibility::Flags,
@@ -77,13 +79,13 @@ pub struct ShiftCoverageOut {
     pub eligible_fixes: u32,
     /// Fixes that did not count, by reason.
     #[schema(value_type = Object)]
-    pub excluded: Value,
+    pub excluded: Excluded,
     /// Routes: covered_fraction, covered_m, length_m, uncovered [[from_m, to_m]], first_seen_at, last_seen_at.
     #[schema(value_type = Option<Object>)]
-    pub route: Option<Value>,
+    pub route: Option<RouteFigures>,
     /// Other posts: staffed_fraction, present_fraction, max_headcount, first_arrival_at, late_min, unstaffed [[from, to]].
     #[schema(value_type = Option<Object>)]
-    pub presence: Option<Value>,
+    pub presence: Option<PresenceFigures>,
     /// Figures are computed up to here (the end, or now for a running shift).
     pub evaluated_until: DateTime<Utc>,
 }
@@ -245,12 +247,9 @@ pub async fn get_coverage(
             ends_at: s.ends_at,
             status: c.status,
             eligible_fixes: c.eligible_fixes,
-            excluded: serde_json::to_value(&c.excluded).unwrap_or(Value::Null),
-            route: c.route.as_ref().and_then(|r| serde_json::to_value(r).ok()),
-            presence: c
-                .presence
-                .as_ref()
-                .and_then(|r| serde_json::to_value(r).ok()),
+            excluded: c.excluded,
+            route: c.route,
+            presence: c.presence,
             evaluated_until: c.evaluated_until,
         });
     }
