@@ -30,8 +30,12 @@ use crate::{
 
 /// Most rows one writer transaction takes.
 pub const MAX_GROUP_ROWS: usize = 4000;
-/// Rows per INSERT statement (SQLite allows 32,766 bound parameters; a fix has 19).
+/// Rows per read-back statement.
 const ROWS_PER_STATEMENT: usize = 1000;
+/// The sizes of INSERT statements, largest first. A few fixed sizes keep the statement
+/// texts few, so the driver's prepared-statement cache answers instead of the SQL parser
+/// (SQLite allows 32,766 bound parameters; a fix has 19).
+const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 /// Members per neighbour query: three compound terms each, under SQLite's 500.
 const MEMBERS_PER_QUERY: usize = 150;
 /// Stored fixes read after a member's new ones (the speed rule looks at the next one).
@@ -298,7 +302,7 @@ async fn write_group(
     let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     let txn = db.begin().await?;
     let mut inserted: HashSet<Uuid> = HashSet::with_capacity(all.len());
-    for chunk in all.chunks(ROWS_PER_STATEMENT) {
+    for chunk in insert_chunks(&all) {
         let models = chunk.iter().map(|m| {
             let active: fix::ActiveModel = (*m).clone().into();
             active
@@ -381,6 +385,19 @@ async fn write_group(
                 .collect()
         })
         .collect()
+}
+
+/// Splits rows into chunks of the sizes in [`INSERT_SIZES`], largest first.
+fn insert_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for size in INSERT_SIZES {
+        while rows.len() >= size {
+            let (chunk, rest) = rows.split_at(size);
+            out.push(chunk);
+            rows = rest;
+        }
+    }
+    out
 }
 
 /// The stored fixes around each member's span, in `recorded_at` order: `before` fixes
@@ -476,4 +493,20 @@ async fn read_back<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_chunks_cover_every_row_once_in_order_with_few_sizes() {
+        for n in [0usize, 1, 3, 4, 17, 99, 256, 257, 1000, 4000] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks = insert_chunks(&rows);
+            let flat: Vec<usize> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(flat, rows);
+            assert!(chunks.iter().all(|c| INSERT_SIZES.contains(&c.len())));
+        }
+    }
 }

@@ -6,6 +6,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use patrol_server::{Settings, cli, db, settings::SettingsArgs, telemetry};
 
+/// mimalloc instead of the C library's allocator: under ingest load glibc's per-thread
+/// arenas fragmented the heap to several times the live data (500 MiB against 183 MiB for
+/// the same coverage benchmark), and allocation was a tenth of the server's CPU time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Patrol check-ins and duty coverage for a city district.
 #[derive(Parser)]
 #[command(name = "patrol", version, about)]

@@ -16,9 +16,7 @@ use crate::{
     auth::AuthUser,
     coverage::{coverage_of, settings_of},
     domain::{
-        coverage::{
-            Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces,
-        },
+        coverage::{Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces},
         geodesy::{LocalProjection, LonLat, point_segment_distance},
         geometry::{PostGeometry, PostKind},
         plausibility::Flags,
