@@ -34,6 +34,77 @@ pub const UPDATE_EVERY: Duration = Duration::from_secs(5);
 /// evidence counts fixes just outside the shift.
 const EDGE: chrono::Duration = chrono::Duration::hours(1);
 
+/// How long after its end (plus [`EDGE`], the reach of its members' evidence) a shift's
+/// coverage is stored. Until then it is computed from its fixes on request, so fixes still
+/// on their way need no bookkeeping.
+pub const SETTLE: chrono::Duration = chrono::Duration::seconds(60);
+/// Fixes recorded longer ago than this when they arrive may touch stored coverage (see
+/// [`mark_touched`]); younger ones cannot, given [`SETTLE`].
+pub const LATE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Whether a shift that ends at `ends_at` has its coverage stored by `now`.
+pub fn settled(ends_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    ends_at + EDGE + SETTLE <= now
+}
+
+/// Marks stale the stored coverage that late fixes of a member change: the settled shifts
+/// of that member whose evidence span (the shift and [`EDGE`] either side) holds one of
+/// the fixes, and the settled shifts of anyone during which one of them lies near the post.
+pub async fn mark_touched(
+    state: &AppState,
+    member_id: Uuid,
+    fixes: &[(DateTime<Utc>, f64, f64)],
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let Some(first) = fixes.iter().map(|f| f.0).min() else {
+        return Ok(());
+    };
+    let last = fixes.iter().map(|f| f.0).max().unwrap_or(first);
+    let shifts = shift::Entity::find()
+        .filter(shift::Column::EndsAt.lte(now - EDGE - SETTLE + chrono::Duration::seconds(1)))
+        .filter(shift::Column::EndsAt.gt(first - EDGE))
+        .filter(shift::Column::StartsAt.lte(last + EDGE))
+        .all(&state.db)
+        .await?;
+    if shifts.is_empty() {
+        return Ok(());
+    }
+    let people = people_on(&state.db, &shifts).await?;
+    let post_ids: Vec<Uuid> = shifts
+        .iter()
+        .map(|s| s.post_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut boxes: HashMap<Uuid, NearBox> = HashMap::new();
+    for chunk in post_ids.chunks(500) {
+        for p in post::Entity::find()
+            .filter(post::Column::Id.is_in(chunk.iter().copied()))
+            .all(&state.db)
+            .await?
+        {
+            boxes.insert(p.id, NearBox::of(&p, state.settings.max_accuracy_m));
+        }
+    }
+    let touched: Vec<Uuid> = shifts
+        .iter()
+        .filter(|s| {
+            let mine = people.get(&s.id).is_some_and(|m| m.contains(&member_id));
+            fixes.iter().any(|&(t, lat, lon)| {
+                (mine && s.starts_at - EDGE <= t && t < s.ends_at + EDGE)
+                    || (s.starts_at <= t
+                        && t < s.ends_at
+                        && boxes.get(&s.post_id).is_some_and(|b| b.contains(lat, lon)))
+            })
+        })
+        .map(|s| s.id)
+        .collect();
+    if touched.is_empty() {
+        return Ok(());
+    }
+    mark_stale(state, &touched).await
+}
+
 /// Prepared posts by id, rebuilt when a post changes.
 #[derive(Default)]
 pub struct PreparedPosts(Mutex<HashMap<Uuid, PreparedEntry>>);
@@ -213,7 +284,7 @@ pub async fn evaluate_streaming(
                 let pairs: Vec<(&shift::Model, &ShiftCoverage)> = results
                     .iter()
                     .map(|(i, c)| (&shifts[*i], c))
-                    .filter(|(s, _)| s.ends_at <= now)
+                    .filter(|(s, _)| settled(s.ends_at, now))
                     .collect();
                 store(state, &pairs, now).await?;
             }
@@ -475,7 +546,7 @@ pub async fn coverage_of(
     let mut stored: HashMap<Uuid, ShiftCoverage> = HashMap::new();
     let finished: Vec<Uuid> = shifts
         .iter()
-        .filter(|s| s.ends_at <= now)
+        .filter(|s| settled(s.ends_at, now))
         .map(|s| s.id)
         .collect();
     for chunk in finished.chunks(500) {
@@ -500,7 +571,7 @@ pub async fn coverage_of(
         let to_store: Vec<(&shift::Model, &ShiftCoverage)> = missing
             .iter()
             .zip(computed.iter())
-            .filter(|(s, _)| s.ends_at <= now)
+            .filter(|(s, _)| settled(s.ends_at, now))
             .collect();
         store(state, &to_store, now).await?;
         for (s, c) in missing.iter().zip(computed) {
@@ -567,7 +638,7 @@ pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
         .and_where(shift_coverage::Column::Stale.eq(false))
         .to_owned();
     let due = shift::Entity::find()
-        .filter(shift::Column::EndsAt.lte(now))
+        .filter(shift::Column::EndsAt.lte(now - EDGE - SETTLE))
         .filter(
             shift::Column::EndsAt.gt(now - state.settings.sync_window - chrono::Duration::days(2)),
         )

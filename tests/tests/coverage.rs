@@ -249,14 +249,15 @@ async fn kiosks_staffed_short_alone_and_late() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
     let w = World::new().await;
-    let end = now_s() - Duration::minutes(10);
+    let end = now_s() - Duration::hours(2);
     let start = end - Duration::hours(1);
     let k = w.kiosk("K1", json!({})).await;
-    w.shift(k, start, end, &["kiosk1"], json!({})).await;
+    let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
     // Read once: nobody came, missed (and stored).
     let c = w.coverage(k, start, end).await;
     assert_eq!(c["status"], "missed", "{c}");
     assert_eq!(c["eligible_fixes"], 0);
+    assert!(!stored(&w.s, &[shift]).await[0].0, "stored and fresh");
     // The phone was offline; its queue arrives after the shift ended.
     let fixes: Vec<Value> = (0..60)
         .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
@@ -268,6 +269,19 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
         "the late batch updated the stored figures: {c}"
     );
     assert_eq!(c["eligible_fixes"], 60);
+    assert!(!stored(&w.s, &[shift]).await[0].0, "stored again, fresh");
+    // Someone not on the shift was at the kiosk too; their phone syncs late as well. The
+    // stored figures count them as evidence (not a member) once their fixes arrive.
+    assert_eq!(c["excluded"]["not_member"], 0, "{c}");
+    w.send(
+        "vol1",
+        (0..3)
+            .map(|i| fix(start + Duration::minutes(10 + i), 1.0, 1.0))
+            .collect(),
+    )
+    .await;
+    let c = w.coverage(k, start, end).await;
+    assert_eq!(c["excluded"]["not_member"], 3, "{c}");
 
     // A running shift: pending, with figures so far.
     let k2 = w.kiosk("K2", json!({})).await;
@@ -497,7 +511,7 @@ async fn a_finished_shift_is_answered_from_stored_figures_without_its_fixes() {
     use patrol_server::store::fix;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let w = World::new().await;
-    let end = now_s() - Duration::minutes(10);
+    let end = now_s() - Duration::hours(2);
     let start = end - Duration::hours(1);
     let k = w.kiosk("K1", json!({})).await;
     let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
@@ -542,16 +556,15 @@ async fn a_finished_shift_is_answered_from_stored_figures_without_its_fixes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_gives_the_stored_figures_again() {
     let w = World::new().await;
-    let end = now_s() - Duration::minutes(10);
+    let end = now_s() - Duration::hours(2);
     let start = end - Duration::hours(3);
     let mid = start + Duration::hours(1);
     let r = w.route("R1", 1000.0).await;
     let k = w.kiosk("K1", json!({"min_headcount": 2})).await;
     // The officer walks half the route in the first hour and stays on after the second
     // starts; the kiosk is held by one, then two, and both are seen from the route's start.
-    // The fixes come before the shifts are made, so that the first stored figures already
-    // count them (a late fix refreshes its own member's shifts; as evidence near another
-    // post it is counted at the next rebuild).
+    // The fixes come before the shifts are made, so that the first stored figures count
+    // them whatever the updater's timing.
     w.send(
         "officer1",
         (0..=90)

@@ -564,7 +564,6 @@ pub async fn ingest(
 
     let good: Vec<&Candidate> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
-    let mut context_for_stale = None;
     let mut mobility = Mobility::Foot;
     if !good.is_empty() {
         let from = good
@@ -618,23 +617,7 @@ pub async fn ingest(
             });
         }
         mobility = context.mobility;
-        context_for_stale = Some(context);
     }
-    let touched: Vec<Uuid> = match &context_for_stale {
-        Some(context) => rows
-            .iter()
-            .flat_map(|r| {
-                context
-                    .shifts
-                    .iter()
-                    .filter(move |(_, a, b)| *a <= r.recorded_at && r.recorded_at < *b && *b <= now)
-                    .map(|(id, _, _)| *id)
-            })
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect(),
-        None => Vec::new(),
-    };
     let written = state
         .writer
         .write(Batch {
@@ -651,9 +634,18 @@ pub async fn ingest(
                 "the fixes could not be stored; nothing was acknowledged, send them again",
             )
         })?;
-    // Late fixes change the stored coverage of the finished shifts they fall in.
-    if !touched.is_empty() {
-        crate::coverage::mark_stale(state, &touched).await?;
+    // Late fixes stored now change the stored coverage of the settled shifts they touch.
+    let late: Vec<(DateTime<Utc>, f64, f64)> = written
+        .iter()
+        .filter_map(|w| match w {
+            Written::Created(f) if f.recorded_at < now - crate::coverage::LATE => {
+                Some((f.recorded_at, f.lat, f.lon))
+            }
+            _ => None,
+        })
+        .collect();
+    if !late.is_empty() {
+        crate::coverage::mark_touched(state, member_id, &late, now).await?;
     }
     let mut written = written.into_iter();
     Ok(checked
