@@ -28,6 +28,10 @@ use crate::{
     store::{fix, post, shift, shift_coverage},
 };
 
+/// After late fixes, how long the updater waits for more before recomputing.
+const LATE_QUIET: Duration = Duration::from_secs(2);
+/// The longest the updater puts off recomputing while late fixes keep coming.
+const LATE_DEBOUNCE_MAX: Duration = Duration::from_secs(30);
 /// How often the background updater looks for finished shifts to store.
 pub const UPDATE_EVERY: Duration = Duration::from_secs(5);
 /// Fixes of the shift's members this long before and after it are read, so that the
@@ -696,7 +700,21 @@ pub fn spawn_updater(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             tokio::select! {
                 () = tokio::time::sleep(UPDATE_EVERY) => {}
-                () = state.coverage_wakeup.notified() => {}
+                () = state.coverage_wakeup.notified() => {
+                    // A phone's queue comes in many batches: wait until they stop (or
+                    // for at most LATE_DEBOUNCE_MAX), then recompute once.
+                    let woken = tokio::time::Instant::now();
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(LATE_QUIET) => break,
+                            () = state.coverage_wakeup.notified() => {
+                                if woken.elapsed() >= LATE_DEBOUNCE_MAX {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     })

@@ -16,6 +16,9 @@ use crate::{
     store::server_key,
 };
 
+/// Prepared statements kept per SQLite connection.
+const SQLITE_STATEMENT_CACHE: usize = 24;
+
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
 /// timeout on every connection; both backends are then checked for durable commits.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
@@ -39,6 +42,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .create_if_missing(true)
+            // Prepared statements are kept per connection. Some of ours are large (a
+            // coverage read names thousands of members), and a hundred of those per
+            // connection held hundreds of MiB; the frequent small ones fit in a few.
+            .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
     });
     let db = Database::connect(options)
         .await
