@@ -159,8 +159,11 @@ pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> ApiResult<()> {
 /// Width of the time windows in which [`evaluate_streaming`] reads fixes.
 const WINDOW: chrono::Duration = chrono::Duration::hours(1);
 /// Fixes in a window are read with the members of the shifts it touches named in the query
-/// unless there are more than this many (then every fix of the window is read).
-const MAX_NAMED_MEMBERS: usize = 20_000;
+/// unless there are more than this many; then every fix of the window is read and the
+/// others are passed over. Besides saving the database a long IN list, this keeps the
+/// statements few: each distinct one is prepared and kept by the connection, and kept
+/// statements naming thousands of members took hundreds of MiB.
+const MAX_NAMED_MEMBERS: usize = 64;
 /// Shifts evaluated together on one blocking thread.
 const EVALUATE_BATCH: usize = 64;
 
