@@ -31,7 +31,7 @@ use crate::{
 /// After late fixes, how long the updater waits for more before recomputing.
 const LATE_QUIET: Duration = Duration::from_secs(2);
 /// The longest the updater puts off recomputing while late fixes keep coming.
-const LATE_DEBOUNCE_MAX: Duration = Duration::from_secs(30);
+const LATE_DEBOUNCE_MAX: Duration = Duration::from_secs(300);
 /// How often the background updater looks for finished shifts to store.
 pub const UPDATE_EVERY: Duration = Duration::from_secs(5);
 /// Fixes of the shift's members this long before and after it are read, so that the
