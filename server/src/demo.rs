@@ -1,17 +1,24 @@
 //! The reference district: units, 18 grid routes, 15 checkpoints, 20 kiosks, 30 volunteer
-//! areas, teams of every kind with members, and rosters for the past and next 7 days
-//! with two deliberate roster gaps. Laid out around 34.22°N 108.95°E; not a real street
-//! grid, but plausible distances and names.
+//! areas, teams of every kind with members, rosters for the past and next 7 days with two
+//! deliberate roster gaps, and the simulated fixes of every shift up to now with five
+//! deliberate duty failures ([`Failure`]). Laid out around 34.22°N 108.95°E; not a real
+//! street grid, but plausible distances and names.
+
+mod simulate;
 
 use std::collections::HashMap;
 
-use chrono::{Duration, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set,
     TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
+
+pub use simulate::{
+    EMPTY_KIOSK, HALF_ROUTE, LATE_BY, LATE_CHECKPOINT, MOCK_MEMBER, SHORT_CHECKPOINT,
+};
 
 use crate::{
     auth::{Role, password},
@@ -28,10 +35,80 @@ use crate::{
 
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "patrol-demo";
+/// Most days before today the demo rosters and simulates.
+pub const MAX_PAST_DAYS: u32 = 30;
+
+/// What to load.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Days before today that are rostered (today and the next 7 days always are).
+    pub past_days: u32,
+    /// Whether to simulate the fixes of every shift up to now and store their coverage.
+    pub fixes: bool,
+}
+
+impl Default for DemoOptions {
+    /// The real demo: a week of past duty, simulated.
+    fn default() -> Self {
+        DemoOptions {
+            past_days: 7,
+            fixes: true,
+        }
+    }
+}
+
+/// The deliberate duty failures the simulated fixes carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A kiosk officer leaves the kiosk empty for two hours of a night shift.
+    EmptyKiosk,
+    /// A patrol walks only the first half of its route on one shift.
+    HalfRoute,
+    /// One of a checkpoint's crew of two stays away for a shift.
+    ShortCheckpoint,
+    /// A member's fixes all come from a mock location provider.
+    MockMember,
+    /// A crew's phones sync six hours late, so its latest fixes have not arrived.
+    LateTeam,
+}
+
+impl Failure {
+    /// What it is, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Failure::EmptyKiosk => "kiosk empty for two hours",
+            Failure::HalfRoute => "route patrolled only halfway",
+            Failure::ShortCheckpoint => "checkpoint staffed by one of two",
+            Failure::MockMember => "every fix from a mock location provider",
+            Failure::LateTeam => "phones sync six hours late",
+        }
+    }
+}
+
+/// One deliberate failure, where to find it.
+#[derive(Debug, Clone)]
+pub struct Planted {
+    /// Which failure.
+    pub failure: Failure,
+    /// The post it happens at.
+    pub post_code: String,
+    /// The member (username) or team (code) at fault.
+    pub who: String,
+    /// The shifts whose coverage it spoils.
+    pub shift_ids: Vec<Uuid>,
+    /// Start of the failure.
+    pub from: DateTime<Utc>,
+    /// End of the failure.
+    pub to: DateTime<Utc>,
+}
 
 /// What the demo loaded.
 #[derive(Debug, Default)]
 pub struct DemoSummary {
+    /// When it was loaded: fixes are simulated up to here.
+    pub loaded_at: DateTime<Utc>,
+    /// `PATROL_TIMEZONE`, for printing local times.
+    pub timezone: String,
     /// Units created.
     pub units: usize,
     /// Posts by kind.
@@ -42,6 +119,14 @@ pub struct DemoSummary {
     pub members: usize,
     /// Shifts created.
     pub shifts: u64,
+    /// Simulated fixes written.
+    pub fixes: u64,
+    /// Fixes of the late crew recorded but not yet received at `loaded_at`.
+    pub held_back: u64,
+    /// Past shifts whose coverage was computed (and stored, for the finished ones).
+    pub shifts_covered: usize,
+    /// The deliberate duty failures in the fixes.
+    pub planted: Vec<Planted>,
     /// Accounts worth logging in with: (username, role, what they see).
     pub accounts: Vec<(String, &'static str, String)>,
 }
@@ -60,6 +145,31 @@ impl std::fmt::Display for DemoSummary {
             self.members,
             self.shifts
         )?;
+        if self.fixes > 0 {
+            writeln!(
+                f,
+                "{} simulated fixes ({} more still on late phones); coverage computed for {} past shifts",
+                self.fixes, self.held_back, self.shifts_covered
+            )?;
+        }
+        if !self.planted.is_empty() {
+            let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+            let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M");
+            writeln!(f, "planted duty failures ({}):", self.timezone)?;
+            for p in &self.planted {
+                writeln!(
+                    f,
+                    "  {:<4} {:<40} {:<12} {} to {} ({} shift{})",
+                    p.post_code,
+                    p.failure.describe(),
+                    p.who,
+                    local(p.from),
+                    local(p.to),
+                    p.shift_ids.len(),
+                    if p.shift_ids.len() == 1 { "" } else { "s" }
+                )?;
+            }
+        }
         writeln!(
             f,
             "every demo account has the password {DEMO_PASSWORD:?}; for example:"
@@ -84,6 +194,10 @@ struct Builder<'a, C: ConnectionTrait> {
     now: chrono::DateTime<Utc>,
     password_hash: String,
     summary: DemoSummary,
+    /// What the simulation needs to know of the posts, teams and members made.
+    posts: HashMap<Uuid, simulate::SimPost>,
+    teams: HashMap<Uuid, simulate::SimTeam>,
+    usernames: HashMap<Uuid, String>,
 }
 
 impl<C: ConnectionTrait> Builder<'_, C> {
@@ -139,6 +253,7 @@ impl<C: ConnectionTrait> Builder<'_, C> {
                 } else {
                     format!("{prefix}.{i}")
                 };
+                self.usernames.insert(id, username.clone());
                 member::ActiveModel {
                     id: Set(id),
                     display_name: Set(username.replace('.', " ")),
@@ -163,7 +278,7 @@ impl<C: ConnectionTrait> Builder<'_, C> {
         &mut self,
         code: &str,
         name: &str,
-        kind: &str,
+        kind: &'static str,
         unit: &unit::Model,
         members: &[Uuid],
     ) -> anyhow::Result<Uuid> {
@@ -188,6 +303,14 @@ impl<C: ConnectionTrait> Builder<'_, C> {
             .await?;
         }
         self.summary.teams += 1;
+        self.teams.insert(
+            id,
+            simulate::SimTeam {
+                code: code.to_owned(),
+                kind,
+                members: members.to_vec(),
+            },
+        );
         Ok(id)
     }
 
@@ -232,6 +355,14 @@ impl<C: ConnectionTrait> Builder<'_, C> {
         .insert(self.db)
         .await?;
         *self.summary.posts.entry(kind.as_str()).or_default() += 1;
+        self.posts.insert(
+            id,
+            simulate::SimPost {
+                code: code.to_owned(),
+                kind,
+                place: simulate::Place::of(&self.proj, &g),
+            },
+        );
         Ok(id)
     }
 
@@ -281,8 +412,19 @@ impl<C: ConnectionTrait> Builder<'_, C> {
     }
 }
 
-/// Loads the demo district into an empty database.
+/// Loads the demo district into an empty database: a week of past duty with its
+/// simulated fixes, and the coverage of its finished shifts stored.
 pub async fn load(state: &AppState) -> anyhow::Result<DemoSummary> {
+    load_with(state, DemoOptions::default()).await
+}
+
+/// Loads the demo district into an empty database, as `options` say.
+pub async fn load_with(state: &AppState, options: DemoOptions) -> anyhow::Result<DemoSummary> {
+    anyhow::ensure!(
+        options.past_days <= MAX_PAST_DAYS,
+        "the demo rosters at most {MAX_PAST_DAYS} past days, not {}",
+        options.past_days
+    );
     if !is_empty(state).await? {
         anyhow::bail!(
             "the database already holds units, members or posts; the demo loads only into an empty one"
@@ -304,8 +446,15 @@ pub async fn load(state: &AppState) -> anyhow::Result<DemoSummary> {
         }),
         now: Utc::now(),
         password_hash,
-        summary: DemoSummary::default(),
+        summary: DemoSummary {
+            timezone: state.settings.timezone.clone(),
+            ..DemoSummary::default()
+        },
+        posts: HashMap::new(),
+        teams: HashMap::new(),
+        usernames: HashMap::new(),
     };
+    b.summary.loaded_at = b.now;
 
     // The organisation: a district, four streets each with a police station, and under each
     // street two communities and a village, each with a compound or villager group.
@@ -402,8 +551,11 @@ pub async fn load(state: &AppState) -> anyhow::Result<DemoSummary> {
         "Yanta Police Station: routes R01, R05, R09, R13, R17, checkpoints, kiosks".into(),
     ));
 
-    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-    let (from, to) = (today - Duration::days(7), today + Duration::days(7));
+    let today = b.now.with_timezone(&tz).date_naive();
+    let (from, to) = (
+        today - Duration::days(i64::from(options.past_days)),
+        today + Duration::days(7),
+    );
     let t = |s: &str, e: &str| roster::parse_template(s, e).map_err(|e| anyhow::anyhow!("{e}"));
     let three_shifts = [
         t("00:00", "08:00")?,
@@ -699,7 +851,15 @@ pub async fn load(state: &AppState) -> anyhow::Result<DemoSummary> {
 
     // Two deliberate roster gaps: kiosk K07 has no one for tomorrow's night shift, and
     // checkpoint C03 lost its day shift three days ago.
-    let mut summary = b.summary;
+    let Builder {
+        mut summary,
+        posts,
+        teams,
+        usernames,
+        proj,
+        now,
+        ..
+    } = b;
     for (post_id, day, start) in [
         (kiosk_ids[6], today + Duration::days(1), "00:00"),
         (checkpoint_ids[2], today - Duration::days(3), "08:00"),
@@ -717,6 +877,111 @@ pub async fn load(state: &AppState) -> anyhow::Result<DemoSummary> {
             .await?;
         summary.shifts -= removed.rows_affected;
     }
+
+    let sqlite = !state.settings.is_postgres();
+    if options.fixes {
+        let past = shift::Entity::find()
+            .filter(shift::Column::StartsAt.lt(now))
+            .all(&txn)
+            .await?;
+        let world = simulate::World {
+            proj,
+            tz,
+            today,
+            now,
+            thresholds: state.settings.plausibility(),
+            posts,
+            teams,
+            usernames,
+        };
+        let simulated = write_fixes(&txn, world, &past, sqlite).await?;
+        summary.fixes = simulated.fixes;
+        summary.held_back = simulated.held_back;
+        summary.planted = simulated.planted;
+    }
     txn.commit().await?;
+
+    if options.fixes {
+        let first = from
+            .and_time(NaiveTime::MIN)
+            .and_local_timezone(tz)
+            .earliest()
+            .ok_or_else(|| anyhow::anyhow!("no local midnight on {from}"))?
+            .with_timezone(&Utc);
+        let covered = store_coverage(state, first).await?;
+        summary.shifts_covered = covered;
+        if sqlite {
+            // The load went through the write-ahead log, which SQLite keeps at its largest
+            // size until told otherwise: hundreds of megabytes of disk for nothing.
+            state
+                .db
+                .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
+        }
+    }
     Ok(summary)
+}
+
+/// Simulates and writes the fixes of the past shifts, inside the loading transaction.
+async fn write_fixes(
+    txn: &sea_orm::DatabaseTransaction,
+    world: simulate::World,
+    past: &[shift::Model],
+    sqlite: bool,
+) -> anyhow::Result<simulate::Simulated> {
+    let started = std::time::Instant::now();
+    let previous_cache = if sqlite {
+        Some(enlarge_page_cache(txn).await?)
+    } else {
+        None
+    };
+    let simulated = simulate::simulate(txn, world, past).await;
+    if let Some(previous) = previous_cache {
+        txn.execute_unprepared(&format!("PRAGMA cache_size = {previous}"))
+            .await?;
+    }
+    let simulated = simulated?;
+    tracing::info!(
+        fixes = simulated.fixes,
+        seconds = started.elapsed().as_secs_f64(),
+        "demo fixes simulated and written"
+    );
+    Ok(simulated)
+}
+
+/// Computes and stores the coverage of every shift from `first` on, so that every
+/// endpoint answers from stored figures at once; answers how many shifts it computed.
+async fn store_coverage(state: &AppState, first: DateTime<Utc>) -> anyhow::Result<usize> {
+    let started = std::time::Instant::now();
+    // Two halves of the span at once: each reads its fixes on its own connection.
+    let until = Utc::now();
+    let middle = first + (until - first) / 2;
+    let (early, late) = tokio::try_join!(
+        crate::coverage::rebuild(state, first, middle, |_, _| {}),
+        crate::coverage::rebuild(state, middle, until, |_, _| {}),
+    )
+    .map_err(|e| anyhow::anyhow!("storing the demo's coverage: {e}"))?;
+    tracing::info!(
+        shifts = early + late,
+        seconds = started.elapsed().as_secs_f64(),
+        "demo coverage stored"
+    );
+    Ok(early + late)
+}
+
+/// Gives SQLite a page cache for a bulk load: the default 2 MB holds far fewer pages than
+/// the load touches, and SQLite would spend most of its time re-reading its own pages.
+/// Answers the size to restore.
+async fn enlarge_page_cache<C: ConnectionTrait>(db: &C) -> anyhow::Result<i64> {
+    let previous = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "PRAGMA cache_size",
+        ))
+        .await?
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        // SQLite's default: 2,000 KiB.
+        .unwrap_or(-2000);
+    db.execute_unprepared("PRAGMA cache_size = -262144").await?;
+    Ok(previous)
 }

@@ -38,8 +38,15 @@ enum Command {
         #[command(subcommand)]
         command: CoverageCommand,
     },
-    /// Load the demo district (units, 18 routes, 15 checkpoints, 20 kiosks, 30 areas, teams, members, rosters) into an empty database
-    Demo,
+    /// Load the demo district (units, 18 routes, 15 checkpoints, 20 kiosks, 30 areas, teams, members, rosters, a week of simulated fixes with planted failures) into an empty database
+    Demo {
+        /// Days before today to roster and simulate (the planted failures need 3)
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=patrol_server::demo::MAX_PAST_DAYS as i64))]
+        past_days: u32,
+        /// Load the organisation and the rosters only, without simulated fixes
+        #[arg(long)]
+        no_fixes: bool,
+    },
     /// Import data from files
     Import {
         #[command(subcommand)]
@@ -122,8 +129,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let state = patrol_server::start(settings).await?;
             if demo {
                 if patrol_server::demo::is_empty(&state).await? {
+                    let started = std::time::Instant::now();
                     let summary = patrol_server::demo::load(&state).await?;
                     eprintln!("{summary}");
+                    eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
                 } else {
                     tracing::info!("the database is not empty; --demo loads nothing");
                 }
@@ -196,10 +205,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        Command::Demo => {
+        Command::Demo {
+            past_days,
+            no_fixes,
+        } => {
             let state = patrol_server::start(settings).await?;
-            let summary = patrol_server::demo::load(&state).await?;
+            let started = std::time::Instant::now();
+            let options = patrol_server::demo::DemoOptions {
+                past_days,
+                fixes: !no_fixes,
+            };
+            let summary = patrol_server::demo::load_with(&state, options).await?;
             println!("{summary}");
+            println!("loaded in {:.1} s", started.elapsed().as_secs_f64());
         }
         Command::Import {
             command: ImportCommand::Posts { file, datum },

@@ -435,14 +435,18 @@ async fn demo_then_import_posts_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let out = patrol(&dir, &url).arg("demo").output().unwrap();
+        // The simulated week of fixes is the API suite's to check (tests/tests/demo.rs).
+        let out = patrol(&dir, &url).args(["demo", "--no-fixes"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("18 routes, 15 checkpoints, 20 kiosks"), "{text}");
         assert!(text.contains("patrol-demo") && text.contains("cmd.district"), "{text}");
-        let again = patrol(&dir, &url).arg("demo").output().unwrap();
+        let again = patrol(&dir, &url).args(["demo", "--no-fixes"]).output().unwrap();
         assert!(!again.status.success());
         assert!(String::from_utf8_lossy(&again.stderr).contains("empty"), "{again:?}");
+        let too_far = patrol(&dir, &url).args(["demo", "--past-days", "31"]).output().unwrap();
+        assert!(!too_far.status.success());
+        assert!(String::from_utf8_lossy(&too_far.stderr).contains("--past-days"), "{too_far:?}");
 
         let collection = json!({"type": "FeatureCollection", "features": [
             {"type": "Feature", "properties": {"code": "K99", "name": "New kiosk", "kind": "kiosk", "unit": "PS01"},
@@ -474,7 +478,7 @@ fn coverage_rebuild_recomputes_the_demo_fortnight() {
     let url = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
     assert!(
         patrol(dir.path(), &url)
-            .arg("demo")
+            .args(["demo", "--past-days", "7", "--no-fixes"])
             .output()
             .unwrap()
             .status
