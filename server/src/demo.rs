@@ -889,7 +889,7 @@ pub async fn load_with(state: &AppState, options: DemoOptions) -> anyhow::Result
             tz,
             today,
             now,
-            thresholds: state.settings.plausibility(),
+            thresholds: state.settings.thresholds(),
             posts,
             teams,
             usernames,

@@ -493,17 +493,6 @@ impl Settings {
         redact_url(&self.database_url.0)
     }
 
-    /// The thresholds of the plausibility rules.
-    pub fn plausibility(&self) -> crate::domain::plausibility::Thresholds {
-        crate::domain::plausibility::Thresholds {
-            max_accuracy_m: self.max_accuracy_m,
-            max_speed_foot_mps: self.max_speed_foot_mps,
-            max_speed_vehicle_mps: self.max_speed_vehicle_mps,
-            clock_skew_tolerance_s: self.clock_skew_tolerance_s,
-            static_repeat_run: self.static_repeat_run,
-        }
-    }
-
     /// Whether the database is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         let url = &self.database_url.0;
