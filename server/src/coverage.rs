@@ -375,6 +375,8 @@ pub async fn evaluate_streaming(
         out
     };
     let grid = Grid::new(near_posts.iter().map(|(n, _)| *n).collect());
+    // Fixes near each post (by slot), in the time still needed by its open shifts.
+    let mut evidence: Vec<Vec<FixIn>> = vec![Vec::new(); near_posts.len()];
     let read = |open: &[Option<Gathering>], (a, b): (DateTime<Utc>, DateTime<Utc>)| {
         let filter = window_filter(open, &near_posts, a, b);
         let db = state.db.clone();
@@ -404,21 +406,11 @@ pub async fn evaluate_streaming(
                     }
                 }
             }
-            // Anyone's fix near a post during one of its shifts (a member's own fix there
-            // is already in, since the shift lies inside its members' span).
+            // Anyone's fix near a post, kept once per post however many of its shifts
+            // overlap; each shift takes those during it when it is evaluated.
             for slot in grid.at(lat, lon) {
-                let (near, ids) = &near_posts[slot];
-                if !near.contains(lat, lon) {
-                    continue;
-                }
-                for &i in ids {
-                    if let Some(g) = open[i].as_mut()
-                        && recorded_at >= g.spec.starts_at
-                        && recorded_at < g.spec.ends_at
-                        && !g.spec.members.contains(&member_id)
-                    {
-                        g.fixes.push(fix);
-                    }
+                if near_posts[slot].0.contains(lat, lon) {
+                    evidence[slot].push(fix);
                 }
             }
         }
@@ -430,7 +422,14 @@ pub async fn evaluate_streaming(
                 break;
             }
             closing.next();
-            if let Some(g) = open[i].take() {
+            if let Some(mut g) = open[i].take() {
+                // Anyone's fix near the post during the shift (a member's own fix there is
+                // already in, since the shift lies inside its members' span).
+                g.fixes.extend(evidence[g.post_slot].iter().filter(|f| {
+                    f.recorded_at >= g.spec.starts_at
+                        && f.recorded_at < g.spec.ends_at
+                        && !g.spec.members.contains(&f.member_id)
+                }));
                 done.push((i, g));
             }
             if done.len() == EVALUATE_BATCH {
@@ -439,6 +438,21 @@ pub async fn evaluate_streaming(
         }
         if !done.is_empty() {
             evaluations.push(spawn_evaluation(done, now, settings));
+        }
+        // Evidence before the earliest start of a post's shifts still open is needed no more.
+        for (slot, (_, ids)) in near_posts.iter().enumerate() {
+            if evidence[slot].is_empty() {
+                continue;
+            }
+            match ids
+                .iter()
+                .filter_map(|&i| open[i].as_ref())
+                .map(|g| g.spec.starts_at)
+                .min()
+            {
+                Some(earliest) => evidence[slot].retain(|f| f.recorded_at >= earliest),
+                None => evidence[slot] = Vec::new(),
+            }
         }
         // Hand on what has been evaluated, in order, without waiting for the rest.
         while evaluations.first().is_some_and(|h| h.is_finished()) {
