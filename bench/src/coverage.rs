@@ -72,20 +72,12 @@ fn progress(msg: &str) {
 /// Runs the benchmark for each day and prints the figures.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     for kind in opts.days.clone() {
-        let mut tmp = tempfile::Builder::new();
-        tmp.prefix("patrol-cov-bench-");
-        let dir = match &opts.tmp_dir {
-            Some(parent) => tmp.tempdir_in(parent),
-            None => tmp.tempdir(),
-        }
-        .context("creating the temporary directory")?;
-        let db = match &opts.database_url {
-            Some(url) if server::is_postgres_url(url) => server::create_postgres(url).await?,
-            Some(url) => bail!("--database-url must be a postgres:// URL, not {url:?}"),
-            None => Database::Sqlite {
-                file: dir.path().join("bench.db"),
-            },
-        };
+        let (dir, db) = server::prepare(
+            "patrol-cov-bench-",
+            opts.tmp_dir.as_deref(),
+            opts.database_url.as_deref(),
+        )
+        .await?;
         let result = one_day(&opts, kind, &db, dir.path()).await;
         if let Err(e) = server::drop_database(&db).await {
             eprintln!("bench: {e:#}");

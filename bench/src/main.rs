@@ -186,20 +186,12 @@ fn progress(msg: &str) {
 async fn run(args: Args) -> anyhow::Result<()> {
     let binary = server::locate_binary(args.patrol.as_deref())?;
     let load_average = cpu::load_average();
-    let mut tmp = tempfile::Builder::new();
-    tmp.prefix("patrol-bench-");
-    let dir = match &args.tmp_dir {
-        Some(parent) => tmp.tempdir_in(parent),
-        None => tmp.tempdir(),
-    }
-    .context("creating the temporary directory")?;
-    let db = match &args.database_url {
-        Some(url) if server::is_postgres_url(url) => server::create_postgres(url).await?,
-        Some(url) => bail!("--database-url must be a postgres:// URL, not {url:?}"),
-        None => Database::Sqlite {
-            file: dir.path().join("bench.db"),
-        },
-    };
+    let (dir, db) = server::prepare(
+        "patrol-bench-",
+        args.tmp_dir.as_deref(),
+        args.database_url.as_deref(),
+    )
+    .await?;
     let result = bench(&args, binary, &db, dir.path()).await.map(|mut r| {
         r.load_average_at_start = load_average;
         r

@@ -75,6 +75,32 @@ impl Database {
 }
 
 /// Whether a URL names a PostgreSQL server.
+/// A fresh temporary directory (its name starting with `prefix`, under `parent` when given)
+/// and the database to bench: a new PostgreSQL database next to `database_url` when that
+/// is given, else a SQLite file in the directory.
+pub async fn prepare(
+    prefix: &str,
+    parent: Option<&Path>,
+    database_url: Option<&str>,
+) -> anyhow::Result<(tempfile::TempDir, Database)> {
+    let mut tmp = tempfile::Builder::new();
+    tmp.prefix(prefix);
+    let dir = match parent {
+        Some(parent) => tmp.tempdir_in(parent),
+        None => tmp.tempdir(),
+    }
+    .context("creating the temporary directory")?;
+    let db = match database_url {
+        Some(url) if is_postgres_url(url) => create_postgres(url).await?,
+        Some(url) => bail!("--database-url must be a postgres:// URL, not {url:?}"),
+        None => Database::Sqlite {
+            file: dir.path().join("bench.db"),
+        },
+    };
+    Ok((dir, db))
+}
+
+/// Whether the URL names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

@@ -953,20 +953,15 @@ async fn write_fixes(
 /// endpoint answers from stored figures at once; answers how many shifts it computed.
 async fn store_coverage(state: &AppState, first: DateTime<Utc>) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
-    // Two halves of the span at once: each reads its fixes on its own connection.
-    let until = Utc::now();
-    let middle = first + (until - first) / 2;
-    let (early, late) = tokio::try_join!(
-        crate::coverage::rebuild(state, first, middle, |_, _| {}),
-        crate::coverage::rebuild(state, middle, until, |_, _| {}),
-    )
-    .map_err(|e| anyhow::anyhow!("storing the demo's coverage: {e}"))?;
+    let shifts = crate::coverage::rebuild(state, first, Utc::now(), |_, _| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("storing the demo's coverage: {e}"))?;
     tracing::info!(
-        shifts = early + late,
+        shifts,
         seconds = started.elapsed().as_secs_f64(),
         "demo coverage stored"
     );
-    Ok(early + late)
+    Ok(shifts)
 }
 
 /// Gives SQLite a page cache for a bulk load: the default 2 MB holds far fewer pages than

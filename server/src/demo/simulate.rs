@@ -443,17 +443,15 @@ fn flags_of(
     flags
 }
 
-/// Foot or vehicle, as the server decides it: members of grid patrols and checkpoint
-/// crews may drive, everyone else walks.
+/// Foot or vehicle, as the server decides it ([`Mobility::of_team_kinds`]).
 fn mobility(world: &World, member: Uuid) -> Mobility {
-    let drives = world.teams.values().any(|t| {
-        matches!(t.kind, "grid_patrol" | "checkpoint_crew") && t.members.contains(&member)
-    });
-    if drives {
-        Mobility::Vehicle
-    } else {
-        Mobility::Foot
-    }
+    Mobility::of_team_kinds(
+        world
+            .teams
+            .values()
+            .filter(|t| t.members.contains(&member))
+            .map(|t| t.kind),
+    )
 }
 
 fn row(member: Uuid, d: &Draft, flags: Flags) -> fix::ActiveModel {

@@ -164,6 +164,18 @@ pub enum Mobility {
     Vehicle,
 }
 
+impl Mobility {
+    /// Foot or vehicle from the kinds of the member's teams: members of grid patrols and
+    /// checkpoint crews may drive; everyone else walks.
+    pub fn of_team_kinds<'a>(mut kinds: impl Iterator<Item = &'a str>) -> Mobility {
+        if kinds.any(|k| k == "grid_patrol" || k == "checkpoint_crew") {
+            Mobility::Vehicle
+        } else {
+            Mobility::Foot
+        }
+    }
+}
+
 /// The speed needed to go from a to b, with each fix's accuracy as slack: max(0, distance -
 /// acc_a - acc_b) / |dt|; when dt is 0, infinite if that slack-corrected distance is above 0,
 /// else 0.
@@ -747,6 +759,23 @@ mod tests {
                 Flags::empty()
             ]
         );
+    }
+
+    #[test]
+    fn grid_patrols_and_checkpoint_crews_drive_everyone_else_walks() {
+        assert_eq!(
+            Mobility::of_team_kinds(["volunteer_squad", "grid_patrol"].into_iter()),
+            Mobility::Vehicle
+        );
+        assert_eq!(
+            Mobility::of_team_kinds(["checkpoint_crew"].into_iter()),
+            Mobility::Vehicle
+        );
+        assert_eq!(
+            Mobility::of_team_kinds(["kiosk_crew", "volunteer_squad"].into_iter()),
+            Mobility::Foot
+        );
+        assert_eq!(Mobility::of_team_kinds(std::iter::empty()), Mobility::Foot);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
     domain::{
         datum::Datum,
         geodesy::LonLat,
-        plausibility::{self, FixSample, Flags, Mobility, Thresholds},
+        plausibility::{self, FixSample, Flags, Mobility},
     },
     error::{ApiError, ApiResult},
     extract::field_of,
@@ -384,10 +384,6 @@ fn check_item(
     })
 }
 
-fn thresholds(state: &AppState) -> Thresholds {
-    state.settings.thresholds()
-}
-
 /// What the rules need to know about a member beyond the fix: how they move and when
 /// they are rostered. Cached for [`MEMBER_CONTEXT_TTL`], and dropped at once when this
 /// process changes a roster, team or member.
@@ -458,10 +454,9 @@ async fn member_context(
     Ok(context)
 }
 
-/// Foot or vehicle, from the kinds of the member's teams: grid patrols and checkpoint
-/// crews may drive; everyone else walks.
+/// Foot or vehicle, from the kinds of the member's teams ([`Mobility::of_team_kinds`]).
 async fn mobility(state: &AppState, member_id: Uuid) -> ApiResult<Mobility> {
-    let kinds: Vec<String> = team::Entity::find()
+    let teams = team::Entity::find()
         .filter(
             team::Column::Id.in_subquery(
                 sea_orm::sea_query::Query::select()
@@ -472,20 +467,10 @@ async fn mobility(state: &AppState, member_id: Uuid) -> ApiResult<Mobility> {
             ),
         )
         .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|t| t.kind)
-        .collect();
-    Ok(
-        if kinds
-            .iter()
-            .any(|k| k == "grid_patrol" || k == "checkpoint_crew")
-        {
-            Mobility::Vehicle
-        } else {
-            Mobility::Foot
-        },
-    )
+        .await?;
+    Ok(Mobility::of_team_kinds(
+        teams.iter().map(|t| t.kind.as_str()),
+    ))
 }
 
 /// The outcome of a set of fixes of one member, in input order.
@@ -577,7 +562,7 @@ pub async fn ingest(
             .max()
             .unwrap_or(now);
         let context = member_context(state, member_id, from, to).await?;
-        let t = thresholds(state);
+        let t = state.settings.thresholds();
         for c in good {
             let i = &c.input;
             let sample = FixSample {
