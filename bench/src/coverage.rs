@@ -57,6 +57,8 @@ pub struct Options {
     pub conns: usize,
     /// Send the worst-case day through HTTP too (slow) instead of writing it to the table.
     pub worst_over_http: bool,
+    /// Keep the day's database.
+    pub keep: bool,
     /// Administrative PostgreSQL URL, else SQLite.
     pub database_url: Option<String>,
     /// The binary.
@@ -79,7 +81,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         )
         .await?;
         let result = one_day(&opts, kind, &db, dir.path()).await;
-        if let Err(e) = server::drop_database(&db).await {
+        if opts.keep {
+            let kept = dir.keep();
+            progress(&format!(
+                "kept the day's database: {} (directory {})",
+                db.url(),
+                kept.display()
+            ));
+        } else if let Err(e) = server::drop_database(&db).await {
             eprintln!("bench: {e:#}");
         }
         print!("{}", result?);

@@ -113,6 +113,10 @@ struct CoverageArgs {
     /// instead of writing it straight into the fixes table
     #[arg(long)]
     worst_over_http: bool,
+    /// Keep the SQLite database of each day (its directory is printed) to query it again
+    /// with `patrol serve`; with PostgreSQL the database is kept
+    #[arg(long)]
+    keep: bool,
 }
 
 /// The `--day` choices.
@@ -172,6 +176,7 @@ async fn run_coverage(args: &Args, c: CoverageArgs) -> anyhow::Result<()> {
         queries: usize::try_from(c.queries)?,
         conns: usize::try_from(c.conns)?,
         worst_over_http: c.worst_over_http,
+        keep: c.keep,
         database_url: args.database_url.clone(),
         patrol: server::locate_binary(args.patrol.as_deref())?,
         tmp_dir: args.tmp_dir.clone(),

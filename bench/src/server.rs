@@ -192,7 +192,11 @@ impl Patrol {
             .env("PATROL_JWT_SECRET", JWT_SECRET)
             .env("PATROL_LOG_FORMAT", "json")
             .env("PATROL_ACCESS_TOKEN_TTL_S", "86400")
-            .env("RUST_LOG", "warn")
+            // BENCH_SERVER_RUST_LOG gives the server a finer log, for a diagnostic run.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null());
         cmd
     }

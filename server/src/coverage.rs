@@ -9,6 +9,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, OnConflict},
@@ -17,7 +18,9 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        coverage::{CoverageSettings, FixIn, PreparedPost, ShiftCoverage, ShiftSpec, evaluate},
+        coverage::{
+            CoverageSettings, FixIn, PreparedPost, ShiftCoverage, ShiftSpec, Status, evaluate,
+        },
         geodesy::LonLat,
         geometry::{PostGeometry, PostKind},
         plausibility::Flags,
@@ -387,6 +390,7 @@ pub async fn evaluate_streaming(
     for (k, &(_, b)) in windows.iter().enumerate() {
         let Some(pending) = next.take() else { break };
         let rows = pending.await.map_err(ApiError::internal)??;
+        let read_rows = rows.len();
         next = windows.get(k + 1).map(|w| read(&open, *w));
         for (member_id, recorded_at, lat, lon, accuracy_m, flags) in rows {
             let fix = FixIn {
@@ -453,6 +457,18 @@ pub async fn evaluate_streaming(
                 Some(earliest) => evidence[slot].retain(|f| f.recorded_at >= earliest),
                 None => evidence[slot] = Vec::new(),
             }
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(
+                window = k,
+                windows = windows.len(),
+                read_rows,
+                shifts = shifts.len(),
+                open_fixes = open.iter().flatten().map(|g| g.fixes.len()).sum::<usize>(),
+                evidence = evidence.iter().map(Vec::len).sum::<usize>(),
+                evaluations = evaluations.len(),
+                "coverage window passed"
+            );
         }
         // Hand on what has been evaluated, in order, without waiting for the rest.
         while evaluations.first().is_some_and(|h| h.is_finished()) {
@@ -536,7 +552,14 @@ async fn read_window(
     if let Some(f) = filter {
         q = q.filter(f);
     }
-    Ok(q.into_tuple::<FixRow>().all(db).await?)
+    // Row by row: a window can hold a hundred thousand fixes, and the driver's rows take
+    // many times the room of the six values kept of each.
+    let mut rows = q.into_tuple::<FixRow>().stream(db).await?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        out.push(row);
+    }
+    Ok(out)
 }
 
 /// Computes shifts from their fixes (no stored results are used).
@@ -607,6 +630,71 @@ pub async fn coverage_of(
                 .ok_or_else(|| ApiError::internal("coverage missing"))
         })
         .collect()
+}
+
+/// The coverage of shifts as JSON objects (each the JSON of [`ShiftCoverage`]) with their
+/// status: stored figures of finished shifts are handed on as stored, without being
+/// parsed; the others are computed (and stored when settled) as in [`coverage_of`].
+pub async fn coverage_json_of(
+    state: &AppState,
+    shifts: &[shift::Model],
+) -> ApiResult<Vec<(Status, String)>> {
+    let now = Utc::now();
+    let mut stored: HashMap<Uuid, (Status, String)> = HashMap::with_capacity(shifts.len());
+    let finished: Vec<Uuid> = shifts
+        .iter()
+        .filter(|s| settled(s.ends_at, now))
+        .map(|s| s.id)
+        .collect();
+    for chunk in finished.chunks(500) {
+        let rows: Vec<(Uuid, String, String)> = shift_coverage::Entity::find()
+            .select_only()
+            .column(shift_coverage::Column::ShiftId)
+            .column(shift_coverage::Column::Status)
+            .column(shift_coverage::Column::Result)
+            .filter(shift_coverage::Column::ShiftId.is_in(chunk.iter().copied()))
+            .filter(shift_coverage::Column::Stale.eq(false))
+            .into_tuple()
+            .all(&state.db)
+            .await?;
+        for (shift_id, status, result) in rows {
+            // Anything that does not look like what `store` writes is computed again.
+            let status = serde_json::from_value::<Status>(serde_json::Value::String(status));
+            if let Ok(status) = status
+                && is_stored_object(&result)
+            {
+                stored.insert(shift_id, (status, result));
+            }
+        }
+    }
+    let missing: Vec<shift::Model> = shifts
+        .iter()
+        .filter(|s| !stored.contains_key(&s.id))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        for (s, c) in missing.iter().zip(coverage_of(state, &missing).await?) {
+            let json = serde_json::to_string(&c).map_err(ApiError::internal)?;
+            stored.insert(s.id, (c.status, json));
+        }
+    }
+    shifts
+        .iter()
+        .map(|s| {
+            stored
+                .remove(&s.id)
+                .ok_or_else(|| ApiError::internal("coverage missing"))
+        })
+        .collect()
+}
+
+/// Whether a stored result is a JSON object of the fields [`ShiftCoverage`] has now (its
+/// first field is `shift_id`, its last `evaluated_until`), so it can be handed on as is.
+fn is_stored_object(result: &str) -> bool {
+    result.starts_with("{\"shift_id\":")
+        && result.ends_with('}')
+        && result.contains("\"eligible_fixes\":")
+        && result.contains("\"evaluated_until\":")
 }
 
 /// Stores results (upsert).

@@ -14,14 +14,14 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
-    coverage::{coverage_of, settings_of},
+    coverage::{coverage_json_of, coverage_of, settings_of},
     domain::{
         coverage::{Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces},
         geodesy::{LocalProjection, LonLat, point_segment_distance},
         geometry::{PostGeometry, PostKind},
         plausibility::Flags,
     },
-    error::{ApiResult, Violations},
+    error::{ApiError, ApiResult, Violations},
     extract::ApiQuery,
     routes::{
         posts::post_scope_condition,
@@ -108,17 +108,17 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, c: &ShiftCoverage, hours: f64) {
+    fn add(&mut self, status: Status, hours: f64) {
         self.shifts += 1;
-        match c.status {
+        match status {
             Status::Met => self.met += 1,
             Status::Partial => self.partial += 1,
             Status::Missed => self.missed += 1,
             Status::Pending => self.pending += 1,
         }
-        if c.status != Status::Pending {
+        if status != Status::Pending {
             let met_hours = self.met_share.unwrap_or(0.0) * self.duty_hours
-                + if c.status == Status::Met { hours } else { 0.0 };
+                + if status == Status::Met { hours } else { 0.0 };
             self.duty_hours += hours;
             self.met_share = (self.duty_hours > 0.0).then(|| met_hours / self.duty_hours);
         }
@@ -181,13 +181,13 @@ async fn posts_for(
     Ok(q.all(&state.db).await?)
 }
 
-/// Shifts of these posts overlapping the span, with their coverage.
-async fn shifts_with_coverage(
+/// Shifts of these posts overlapping the span, by start.
+async fn shifts_of(
     state: &AppState,
     posts: &[post::Model],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> ApiResult<Vec<(shift::Model, ShiftCoverage)>> {
+) -> ApiResult<Vec<shift::Model>> {
     let mut shifts = Vec::new();
     for chunk in posts.chunks(200) {
         shifts.extend(
@@ -200,6 +200,20 @@ async fn shifts_with_coverage(
                 .await?,
         );
     }
+    if posts.len() > 200 {
+        shifts.sort_by_key(|s| (s.starts_at, s.id));
+    }
+    Ok(shifts)
+}
+
+/// Shifts of these posts overlapping the span, with their coverage.
+async fn shifts_with_coverage(
+    state: &AppState,
+    posts: &[post::Model],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<(shift::Model, ShiftCoverage)>> {
+    let shifts = shifts_of(state, posts, from, to).await?;
     let coverage = coverage_of(state, &shifts).await?;
     Ok(shifts.into_iter().zip(coverage).collect())
 }
@@ -223,35 +237,42 @@ pub async fn get_coverage(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(q): ApiQuery<CoverageQuery>,
-) -> ApiResult<axum::Json<CoverageReport>> {
+) -> ApiResult<axum::response::Response> {
     user.require_manager()?;
     check(&q)?;
     let posts = posts_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
     let by_id: HashMap<Uuid, &post::Model> = posts.iter().map(|p| (p.id, p)).collect();
-    let rows = shifts_with_coverage(&state, &posts, q.from, q.to).await?;
+    let shifts = shifts_of(&state, &posts, q.from, q.to).await?;
+    let figures = coverage_json_of(&state, &shifts).await?;
     let mut per_post: HashMap<Uuid, Tally> = HashMap::new();
     let mut summary = Tally::default();
-    let mut items = Vec::with_capacity(rows.len());
-    for (s, c) in rows {
+    // The stored figures are written out as they were stored (each is the JSON object of a
+    // shift's `ShiftCoverage`), after the fields that say which shift and post they are of;
+    // parsing and writing them again cost more than all the rest of a whole day's answer.
+    let mut body: Vec<u8> =
+        Vec::with_capacity(64 + figures.iter().map(|(_, j)| j.len() + 256).sum::<usize>());
+    body.extend_from_slice(b"{\"items\":[");
+    for (k, (s, (status, json))) in shifts.iter().zip(&figures).enumerate() {
         let p = by_id[&s.post_id];
-        per_post.entry(p.id).or_default().add(&c, hours(&s));
-        summary.add(&c, hours(&s));
-        items.push(ShiftCoverageOut {
-            shift_id: s.id,
+        per_post.entry(p.id).or_default().add(*status, hours(s));
+        summary.add(*status, hours(s));
+        if k > 0 {
+            body.push(b',');
+        }
+        let head = ItemHead {
             post_id: p.id,
-            post_code: p.code.clone(),
+            post_code: &p.code,
             kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
             starts_at: s.starts_at,
             ends_at: s.ends_at,
-            status: c.status,
-            eligible_fixes: c.eligible_fixes,
-            excluded: c.excluded,
-            route: c.route,
-            presence: c.presence,
-            evaluated_until: c.evaluated_until,
-        });
+        };
+        serde_json::to_writer(&mut body, &head).map_err(ApiError::internal)?;
+        // `{"post_id":…,"ends_at":"…"}` + `{"shift_id":…}` → `{"post_id":…,"ends_at":"…","shift_id":…}`
+        body.pop();
+        body.push(b',');
+        body.extend_from_slice(&json.as_bytes()[1..]);
     }
-    let posts_out = posts
+    let posts_out: Vec<PostSummary> = posts
         .iter()
         .filter_map(|p| {
             per_post.remove(&p.id).map(|tally| PostSummary {
@@ -262,11 +283,23 @@ pub async fn get_coverage(
             })
         })
         .collect();
-    Ok(axum::Json(CoverageReport {
-        items,
-        posts: posts_out,
-        summary,
-    }))
+    body.extend_from_slice(b"],\"posts\":");
+    serde_json::to_writer(&mut body, &posts_out).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"summary\":");
+    serde_json::to_writer(&mut body, &summary).map_err(ApiError::internal)?;
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The fields of a `GET /coverage` item that say which shift and post it is; the rest of
+/// the item is the shift's figures ([`ShiftCoverageOut`] describes the whole item).
+#[derive(Serialize)]
+struct ItemHead<'a> {
+    post_id: Uuid,
+    post_code: &'a str,
+    kind: PostKind,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
 }
 
 /// The worse of two statuses, for a span with several shifts.
