@@ -1,6 +1,7 @@
 //! The raw insert ceiling: rows like the server's written straight into the same
 //! database's `fixes` table, 1,000 rows per multi-row INSERT, one transaction each, on one
-//! connection with the server's durability settings (SQLite: WAL, synchronous FULL).
+//! connection with the server's durability settings (SQLite: WAL, synchronous FULL, and the 64 MiB page cache of
+//! the server's writer connection).
 
 use std::time::{Duration, Instant};
 
@@ -255,7 +256,9 @@ pub async fn sqlite(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        // The page cache of the server's writer connection (see `db::connect_writer`).
+        .pragma("cache_size", "-65536");
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .with_context(|| format!("opening {}", file.display()))?;

@@ -11,7 +11,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -632,60 +633,131 @@ pub async fn coverage_of(
         .collect()
 }
 
-/// The coverage of shifts as JSON objects (each the JSON of [`ShiftCoverage`]) with their
-/// status: stored figures of finished shifts are handed on as stored, without being
-/// parsed; the others are computed (and stored when settled) as in [`coverage_of`].
-pub async fn coverage_json_of(
+/// A shift overlapping a span, with its figures as the JSON object of its
+/// [`ShiftCoverage`].
+pub struct ShiftFigures {
+    /// The shift.
+    pub shift_id: Uuid,
+    /// Its post.
+    pub post_id: Uuid,
+    /// Start.
+    pub starts_at: DateTime<Utc>,
+    /// End.
+    pub ends_at: DateTime<Utc>,
+    /// Its status.
+    pub status: Status,
+    /// Its figures.
+    pub json: String,
+}
+
+/// The shifts of these posts (all posts when `None`) that overlap `[from, to)`, by start,
+/// with their figures: stored figures of finished shifts are read in the same statement
+/// as the shifts and handed on as stored, without being parsed; the others are computed
+/// (and stored when settled) as in [`coverage_of`].
+pub async fn coverage_json_over(
     state: &AppState,
-    shifts: &[shift::Model],
-) -> ApiResult<Vec<(Status, String)>> {
+    post_ids: Option<&[Uuid]>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<ShiftFigures>> {
     let now = Utc::now();
-    let mut stored: HashMap<Uuid, (Status, String)> = HashMap::with_capacity(shifts.len());
-    let finished: Vec<Uuid> = shifts
-        .iter()
-        .filter(|s| settled(s.ends_at, now))
-        .map(|s| s.id)
-        .collect();
-    for chunk in finished.chunks(500) {
-        let rows: Vec<(Uuid, String, String)> = shift_coverage::Entity::find()
-            .select_only()
-            .column(shift_coverage::Column::ShiftId)
-            .column(shift_coverage::Column::Status)
-            .column(shift_coverage::Column::Result)
-            .filter(shift_coverage::Column::ShiftId.is_in(chunk.iter().copied()))
-            .filter(shift_coverage::Column::Stale.eq(false))
-            .into_tuple()
-            .all(&state.db)
-            .await?;
-        for (shift_id, status, result) in rows {
-            // Anything that does not look like what `store` writes is computed again.
-            let status = serde_json::from_value::<Status>(serde_json::Value::String(status));
-            if let Ok(status) = status
-                && is_stored_object(&result)
-            {
-                stored.insert(shift_id, (status, result));
+    let backend = state.db.get_database_backend();
+    let mut values: Vec<sea_orm::Value> = vec![false.into(), from.into(), to.into()];
+    let mut sql = String::from(
+        "SELECT s.id, s.post_id, s.starts_at, s.ends_at, c.status, c.result \
+         FROM shifts s LEFT JOIN shift_coverage c ON c.shift_id = s.id AND c.stale = $1 \
+         WHERE s.ends_at > $2 AND s.starts_at < $3",
+    );
+    if let Some(ids) = post_ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sql.push_str(" AND s.post_id IN (");
+        for (k, id) in ids.iter().enumerate() {
+            values.push((*id).into());
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", values.len()));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ORDER BY s.starts_at, s.id");
+    if backend == DbBackend::Sqlite {
+        // SQLite numbers its parameters `?NNN`.
+        sql = sql.replace('$', "?");
+    }
+    let rows = state
+        .db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    let mut out: Vec<Option<ShiftFigures>> = Vec::with_capacity(rows.len());
+    let mut missing: Vec<(usize, Uuid)> = Vec::new();
+    for row in rows {
+        let shift_id: Uuid = row.try_get("", "id")?;
+        let ends_at: DateTime<Utc> = row.try_get("", "ends_at")?;
+        let status: Option<String> = row.try_get("", "status")?;
+        let result: Option<String> = row.try_get("", "result")?;
+        // Anything that does not look like what `store` writes is computed again.
+        let stored = match (status, result) {
+            (Some(status), Some(json)) if settled(ends_at, now) && is_stored_object(&json) => {
+                serde_json::from_value::<Status>(serde_json::Value::String(status))
+                    .ok()
+                    .map(|status| (status, json))
+            }
+            _ => None,
+        };
+        match stored {
+            Some((status, json)) => out.push(Some(ShiftFigures {
+                shift_id,
+                post_id: row.try_get("", "post_id")?,
+                starts_at: row.try_get("", "starts_at")?,
+                ends_at,
+                status,
+                json,
+            })),
+            None => {
+                missing.push((out.len(), shift_id));
+                out.push(None);
             }
         }
     }
-    let missing: Vec<shift::Model> = shifts
-        .iter()
-        .filter(|s| !stored.contains_key(&s.id))
-        .cloned()
-        .collect();
     if !missing.is_empty() {
-        for (s, c) in missing.iter().zip(coverage_of(state, &missing).await?) {
-            let json = serde_json::to_string(&c).map_err(ApiError::internal)?;
-            stored.insert(s.id, (c.status, json));
+        let mut shifts: HashMap<Uuid, shift::Model> = HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(500) {
+            for s in shift::Entity::find()
+                .filter(shift::Column::Id.is_in(chunk.iter().map(|(_, id)| *id)))
+                .all(&state.db)
+                .await?
+            {
+                shifts.insert(s.id, s);
+            }
+        }
+        let models: Vec<shift::Model> = missing
+            .iter()
+            .filter_map(|(_, id)| shifts.remove(id))
+            .collect();
+        let computed = coverage_of(state, &models).await?;
+        let mut by_id: HashMap<Uuid, (shift::Model, ShiftCoverage)> = models
+            .into_iter()
+            .zip(computed)
+            .map(|(s, c)| (s.id, (s, c)))
+            .collect();
+        for (place, id) in missing {
+            // A shift deleted between the two reads is left out.
+            if let Some((s, c)) = by_id.remove(&id) {
+                out[place] = Some(ShiftFigures {
+                    shift_id: s.id,
+                    post_id: s.post_id,
+                    starts_at: s.starts_at,
+                    ends_at: s.ends_at,
+                    status: c.status,
+                    json: serde_json::to_string(&c).map_err(ApiError::internal)?,
+                });
+            }
         }
     }
-    shifts
-        .iter()
-        .map(|s| {
-            stored
-                .remove(&s.id)
-                .ok_or_else(|| ApiError::internal("coverage missing"))
-        })
-        .collect()
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Whether a stored result is a JSON object of the fields [`ShiftCoverage`] has now (its

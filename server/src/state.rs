@@ -70,7 +70,10 @@ impl AppState {
             settings.access_token_ttl,
         )?;
         Ok(AppState {
-            writer: Writer::start(db.clone(), settings.thresholds()),
+            writer: Writer::start(
+                db::connect_writer(&settings, &db).await?,
+                settings.thresholds(),
+            ),
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),

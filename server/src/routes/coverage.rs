@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
-    coverage::{coverage_json_of, coverage_of, settings_of},
+    coverage::{coverage_json_over, coverage_of, settings_of},
     domain::{
         coverage::{Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces},
         geodesy::{LocalProjection, LonLat, point_segment_distance},
@@ -242,20 +242,30 @@ pub async fn get_coverage(
     check(&q)?;
     let posts = posts_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
     let by_id: HashMap<Uuid, &post::Model> = posts.iter().map(|p| (p.id, p)).collect();
-    let shifts = shifts_of(&state, &posts, q.from, q.to).await?;
-    let figures = coverage_json_of(&state, &shifts).await?;
+    // Everything in scope is named only when that is a narrower question than all posts.
+    let all_posts = q.post_id.is_none()
+        && q.unit_id.is_none()
+        && q.kind.is_none()
+        && matches!(user.scope_prefix(), crate::auth::Scope::All);
+    let ids: Vec<Uuid> = posts.iter().map(|p| p.id).collect();
+    let figures = coverage_json_over(&state, (!all_posts).then_some(&ids[..]), q.from, q.to)
+        .await?
+        .into_iter()
+        .filter(|f| by_id.contains_key(&f.post_id))
+        .collect::<Vec<_>>();
     let mut per_post: HashMap<Uuid, Tally> = HashMap::new();
     let mut summary = Tally::default();
     // The stored figures are written out as they were stored (each is the JSON object of a
     // shift's `ShiftCoverage`), after the fields that say which shift and post they are of;
     // parsing and writing them again cost more than all the rest of a whole day's answer.
     let mut body: Vec<u8> =
-        Vec::with_capacity(64 + figures.iter().map(|(_, j)| j.len() + 256).sum::<usize>());
+        Vec::with_capacity(64 + figures.iter().map(|f| f.json.len() + 256).sum::<usize>());
     body.extend_from_slice(b"{\"items\":[");
-    for (k, (s, (status, json))) in shifts.iter().zip(&figures).enumerate() {
-        let p = by_id[&s.post_id];
-        per_post.entry(p.id).or_default().add(*status, hours(s));
-        summary.add(*status, hours(s));
+    for (k, f) in figures.iter().enumerate() {
+        let p = by_id[&f.post_id];
+        let hours = (f.ends_at - f.starts_at).num_seconds() as f64 / 3600.0;
+        per_post.entry(p.id).or_default().add(f.status, hours);
+        summary.add(f.status, hours);
         if k > 0 {
             body.push(b',');
         }
@@ -263,14 +273,14 @@ pub async fn get_coverage(
             post_id: p.id,
             post_code: &p.code,
             kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
-            starts_at: s.starts_at,
-            ends_at: s.ends_at,
+            starts_at: f.starts_at,
+            ends_at: f.ends_at,
         };
         serde_json::to_writer(&mut body, &head).map_err(ApiError::internal)?;
         // `{"post_id":…,"ends_at":"…"}` + `{"shift_id":…}` → `{"post_id":…,"ends_at":"…","shift_id":…}`
         body.pop();
         body.push(b',');
-        body.extend_from_slice(&json.as_bytes()[1..]);
+        body.extend_from_slice(&f.json.as_bytes()[1..]);
     }
     let posts_out: Vec<PostSummary> = posts
         .iter()
