@@ -6,7 +6,7 @@
 import { accessToken, refresh } from './api.js';
 
 /** Polling period while the stream is down: a check-in shows within 5 s. */
-export const POLL_FALLBACK_MS = 4000;
+export const POLL_FALLBACK_MS = 3000;
 /** Polling period while the stream is up, to heal anything missed. */
 export const POLL_LIVE_MS = 30000;
 /** Without a byte for this long (the server sends a comment every 15 s) the stream is dead. */
@@ -120,8 +120,10 @@ export class LiveFeed {
     const wasLive = this.mode === 'live';
     this.mode = mode;
     this.onMode(mode);
-    // Dropping out of the stream: poll at once and then often, until it is back.
+    // Dropping out of the stream: poll at once and then often, until it is back; once it
+    // is up, events drive the updates and polling slows down.
     if (wasLive && mode !== 'live') this.schedulePoll(0);
+    if (mode === 'live') this.schedulePoll(POLL_LIVE_MS);
   }
 
   schedulePoll(delay) {

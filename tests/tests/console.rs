@@ -464,6 +464,31 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
     );
     browser.screenshot("live-board").await;
 
+    // At a tablet's width every view fits without scrolling sideways.
+    browser.client.set_window_size(800, 1100).await.unwrap();
+    for view in ["board", "map", "compliance"] {
+        browser
+            .client
+            .find(Locator::Css(&format!("#nav a[data-view='{view}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .until_js(
+                &format!("the {view} view at tablet width"),
+                Duration::from_secs(30),
+                &format!(
+                    "return !document.getElementById('view-{view}').hidden
+                        && ('{view}' !== 'compliance' || !!document.getElementById('view-compliance').dataset.loaded)
+                        && document.documentElement.scrollWidth <= window.innerWidth"
+                ),
+            )
+            .await;
+    }
+    browser.screenshot("compliance-tablet").await;
+
     // Logging out forgets the tokens: the login form is back.
     browser
         .client
@@ -480,6 +505,292 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
             "return document.body.dataset.session === 'none' && !document.getElementById('view-login').hidden",
         )
         .await;
+    browser.close().await;
+}
+
+/// Stands in, inside the page, for the event stream and the alerts endpoints of the alerts
+/// backend (built on another branch against the same contract): `window.fake.send(text)`
+/// writes to the open stream, `window.fake.end()` closes it, `window.fake.streams` holds
+/// the headers of each stream request, `window.fake.acks` each acknowledgement's body.
+const FAKE_BACKEND: &str = r#"
+const realFetch = window.fetch.bind(window);
+const fake = { streams: [], controllers: [], alerts: [], acks: [], statusFetches: 0 };
+const json = (status, body) => new Response(JSON.stringify(body), {
+  status, headers: { 'content-type': status < 300 ? 'application/json' : 'application/problem+json' } });
+window.fake = fake;
+fake.send = (text) => fake.controllers.at(-1).enqueue(new TextEncoder().encode(text));
+fake.end = () => fake.controllers.at(-1).close();
+window.fetch = (url, init = {}) => {
+  const path = new URL(String(url), location.href).pathname;
+  const method = (init.method || 'GET').toUpperCase();
+  if (path === '/api/v1/events') {
+    fake.streams.push(Object.assign({}, init.headers));
+    let controller;
+    const body = new ReadableStream({ start(c) { controller = c; } });
+    fake.controllers.push(controller);
+    if (init.signal) init.signal.addEventListener('abort', () => {
+      try { controller.error(new DOMException('aborted', 'AbortError')); } catch (e) {}
+    });
+    return Promise.resolve(new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } }));
+  }
+  if (path === '/api/v1/status/now') fake.statusFetches += 1;
+  if (path === '/api/v1/alerts' && method === 'GET') {
+    return Promise.resolve(json(200, { items: fake.alerts.filter((a) => a.state === 'open'), next_cursor: null }));
+  }
+  const ack = /^\/api\/v1\/alerts\/([^/]+)\/ack$/.exec(path);
+  if (ack && method === 'POST') {
+    const body = JSON.parse(init.body);
+    fake.acks.push(body);
+    const alert = fake.alerts.find((a) => a.id === ack[1]);
+    if (!body.note) return Promise.resolve(json(422, { status: 422, code: 'validation_failed', detail: 'note is required' }));
+    Object.assign(alert, { state: 'acknowledged', ack_note: body.note, acked_at: new Date().toISOString() });
+    return Promise.resolve(json(200, alert));
+  }
+  return realFetch(url, init);
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the_contract() {
+    let Some(binaries) = browser_or_skip("event_stream") else {
+        return;
+    };
+    let (s, _, admin) = demo_server(DemoOptions {
+        past_days: 0,
+        fixes: false,
+    })
+    .await;
+    let browser = Browser::start(binaries).await;
+    browser.client.goto(&format!("{}/", s.base)).await.unwrap();
+    browser
+        .until_js(
+            "the console to start",
+            Duration::from_secs(20),
+            "return document.body.dataset.ready === 'true'",
+        )
+        .await;
+    browser.js(FAKE_BACKEND, vec![]).await;
+    // Browser::log_in would load the page again and lose the stand-in: log in here.
+    for (id, text) in [
+        ("login-username", "cmd.district".to_owned()),
+        (
+            "login-password",
+            format!("{DEMO_PASSWORD}{}", char::from(Key::Enter)),
+        ),
+    ] {
+        browser
+            .client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(&text)
+            .await
+            .unwrap();
+    }
+    browser
+        .until_js(
+            "the stream to be up",
+            Duration::from_secs(20),
+            "return document.getElementById('live-mode').dataset.mode === 'live'
+                && document.querySelectorAll('.post-card').length > 0",
+        )
+        .await;
+
+    // A check-in event makes the board fetch /status/now at once (polling is slow while
+    // the stream is up), and the card shows the real check-in.
+    let now = s.get("/api/v1/status/now", &admin).await.body;
+    let kiosk = now["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "kiosk" && p["required"] == 1)
+        .unwrap()
+        .clone();
+    let code = kiosk["post_code"].as_str().unwrap().to_owned();
+    let shift = s
+        .get(
+            &format!("/api/v1/shifts/{}", kiosk["shift_ids"][0].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .body;
+    let team = s
+        .get(
+            &format!("/api/v1/teams/{}", shift["team_id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .body;
+    let member = s
+        .get(
+            &format!(
+                "/api/v1/members/{}",
+                team["member_ids"][0].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await
+        .body;
+    let officer = s
+        .login(member["username"].as_str().unwrap(), DEMO_PASSWORD)
+        .await
+        .body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = s
+        .get(
+            &format!("/api/v1/posts/{}", kiosk["post_id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .body;
+    let fix = s
+        .post(
+            "/api/v1/checkins",
+            &officer,
+            json!({"client_id": Uuid::new_v4(), "recorded_at": ts(Utc::now()),
+                   "lat": post["geometry"]["coordinates"][1], "lon": post["geometry"]["coordinates"][0],
+                   "accuracy_m": 5.0, "kind": "arrive", "post_id": kiosk["post_id"]}),
+        )
+        .await;
+    assert_eq!(fix.status, StatusCode::CREATED, "{fix:#?}");
+    let event = json!({"fix_id": fix.body["id"], "member_id": member["id"], "member_name": member["display_name"],
+        "post_id": kiosk["post_id"], "post_code": code, "lat": post["geometry"]["coordinates"][1],
+        "lon": post["geometry"]["coordinates"][0], "recorded_at": ts(Utc::now()), "kind": "arrive", "flags": []});
+    // Split across writes, with CRLF line ends and a comment, as a stream may arrive.
+    let text = format!(": ping\r\nid: 41\r\nevent: checkin\r\ndata: {event}\r\n\r\n");
+    let (a, b) = text.split_at(text.len() / 2);
+    browser
+        .js(
+            "window.fake.send(arguments[0]); window.fake.send(arguments[1]);",
+            vec![json!(a), json!(b)],
+        )
+        .await;
+    let state =
+        format!("return document.querySelector('.post-card[data-code=\"{code}\"]').dataset.state");
+    let took = browser
+        .until(
+            &format!("{code} to show staffed after the event"),
+            Duration::from_secs(3),
+            || async { browser.js(&state, vec![]).await == "staffed" },
+        )
+        .await;
+    println!("{code} showed staffed {took:?} after the checkin event");
+
+    // The stream ends: the console reconnects with the last event id it saw.
+    browser.js("window.fake.end()", vec![]).await;
+    browser
+        .until_js(
+            "a reconnection",
+            Duration::from_secs(10),
+            "return window.fake.streams.length === 2",
+        )
+        .await;
+    let headers = browser.js("return window.fake.streams[1]", vec![]).await;
+    assert_eq!(headers["last-event-id"], "41", "{headers}");
+    assert!(
+        headers["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer "),
+        "{headers}"
+    );
+
+    // An alert raised on the stream appears; acknowledging it asks for a note.
+    let alert = json!({"id": Uuid::new_v4(), "kind": "sos", "state": "open", "post_id": kiosk["post_id"],
+        "post_code": code, "member_id": member["id"], "member_name": member["display_name"], "shift_id": shift["id"],
+        "unit_id": post["unit_id"], "message": format!("SOS from {} at {code}", member["display_name"].as_str().unwrap()),
+        "position": {"lat": post["geometry"]["coordinates"][1], "lon": post["geometry"]["coordinates"][0]},
+        "raised_at": ts(Utc::now()), "acked_at": null, "acked_by": null, "ack_note": null, "resolved_at": null});
+    browser
+        .until_js(
+            "the stream to be up again",
+            Duration::from_secs(10),
+            "return document.getElementById('live-mode').dataset.mode === 'live'",
+        )
+        .await;
+    browser
+        .js(
+            "window.fake.alerts.push(arguments[0]);
+             window.fake.send('id: 42\\nevent: alert\\ndata: ' + JSON.stringify({action: 'raised', alert: arguments[0]}) + '\\n\\n');",
+            vec![alert.clone()],
+        )
+        .await;
+    let row = format!(
+        "#alerts li[data-alert-id=\"{}\"]",
+        alert["id"].as_str().unwrap()
+    );
+    browser
+        .until_js(
+            "the alert on the board",
+            Duration::from_secs(5),
+            &format!("return !!document.querySelector('{row}')"),
+        )
+        .await;
+    browser.screenshot("alert-from-the-stream").await;
+    let button = browser
+        .client
+        .find(Locator::Css(&format!("{row} button.ack")))
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+    let open = "return document.getElementById('ack-dialog').open";
+    browser
+        .until_js("the dialog", Duration::from_secs(5), open)
+        .await;
+    // Escape cancels; nothing is sent.
+    let note = browser.client.find(Locator::Id("ack-note")).await.unwrap();
+    note.send_keys(&char::from(Key::Escape).to_string())
+        .await
+        .unwrap();
+    browser
+        .until_js(
+            "the dialog to close",
+            Duration::from_secs(5),
+            "return !document.getElementById('ack-dialog').open",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.fake.acks.length", vec![]).await,
+        0
+    );
+    // Enter with no note asks for one; Enter with a note acknowledges.
+    button.click().await.unwrap();
+    browser
+        .until_js("the dialog again", Duration::from_secs(5), open)
+        .await;
+    let note = browser.client.find(Locator::Id("ack-note")).await.unwrap();
+    note.send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    let error = browser
+        .js(
+            "return document.getElementById('ack-error').textContent",
+            vec![],
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("note"), "{error}");
+    assert_eq!(
+        browser.js("return window.fake.acks.length", vec![]).await,
+        0
+    );
+    note.send_keys(&format!("Patrol car sent{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    browser
+        .until_js(
+            "the alert to leave the list",
+            Duration::from_secs(5),
+            &format!(
+                "return !document.querySelector('{row}') && !document.getElementById('ack-dialog').open"
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.fake.acks", vec![]).await,
+        json!([{"note": "Patrol car sent"}])
+    );
     browser.close().await;
 }
 
