@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api_tests::{TestServer, on_postgres};
+use api_tests::{Org, PASSWORD, TestServer, on_postgres};
 use chrono::{DateTime, Utc};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use patrol_server::demo::{self, DEMO_PASSWORD, DemoOptions, Failure};
@@ -188,8 +188,14 @@ impl Browser {
         path
     }
 
-    /// Opens the console and logs in through the form.
+    /// Opens the console and logs in through the form with the demo password.
     async fn log_in(&self, base: &str, username: &str) {
+        self.open(base).await;
+        self.submit_login(username, DEMO_PASSWORD).await;
+    }
+
+    /// Opens the console and waits until it has started.
+    async fn open(&self, base: &str) {
         self.client.goto(&format!("{base}/")).await.expect("open");
         self.until_js(
             "the console to start",
@@ -197,6 +203,10 @@ impl Browser {
             "return document.body.dataset.ready === 'true'",
         )
         .await;
+    }
+
+    /// Fills in the login form, submits it with Enter, and waits for the session.
+    async fn submit_login(&self, username: &str, password: &str) {
         let user = self
             .client
             .find(Locator::Id("login-username"))
@@ -209,7 +219,7 @@ impl Browser {
             .await
             .expect("password field");
         // Enter in the password field submits the form, as a keyboard user would.
-        pass.send_keys(&format!("{DEMO_PASSWORD}{}", char::from(Key::Enter)))
+        pass.send_keys(&format!("{password}{}", char::from(Key::Enter)))
             .await
             .expect("type password");
         self.until_js(
@@ -561,32 +571,9 @@ async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the
     })
     .await;
     let browser = Browser::start(binaries).await;
-    browser.client.goto(&format!("{}/", s.base)).await.unwrap();
-    browser
-        .until_js(
-            "the console to start",
-            Duration::from_secs(20),
-            "return document.body.dataset.ready === 'true'",
-        )
-        .await;
+    browser.open(&s.base).await;
     browser.js(FAKE_BACKEND, vec![]).await;
-    // Browser::log_in would load the page again and lose the stand-in: log in here.
-    for (id, text) in [
-        ("login-username", "cmd.district".to_owned()),
-        (
-            "login-password",
-            format!("{DEMO_PASSWORD}{}", char::from(Key::Enter)),
-        ),
-    ] {
-        browser
-            .client
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .send_keys(&text)
-            .await
-            .unwrap();
-    }
+    browser.submit_login("cmd.district", DEMO_PASSWORD).await;
     browser
         .until_js(
             "the stream to be up",
@@ -790,6 +777,69 @@ async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the
     assert_eq!(
         browser.js("return window.fake.acks", vec![]).await,
         json!([{"note": "Patrol car sent"}])
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_token_is_refreshed_before_it_expires_and_kept_in_memory_only() {
+    let Some(binaries) = browser_or_skip("token_refresh") else {
+        return;
+    };
+    // The shortest access token the settings allow: the console refreshes it after 24 s.
+    let s = TestServer::start_with(|settings| {
+        settings.access_token_ttl = Duration::from_secs(30);
+    })
+    .await;
+    Org::create(&s).await;
+    let browser = Browser::start(binaries).await;
+    browser.open(&s.base).await;
+    browser
+        .js(
+            "const realFetch = window.fetch.bind(window);
+             window.refreshes = [];
+             window.fetch = async (url, init) => {
+               const res = await realFetch(url, init);
+               if (String(url).endsWith('/auth/refresh')) window.refreshes.push(res.status);
+               return res;
+             };",
+            vec![],
+        )
+        .await;
+    browser.submit_login("cmd1", PASSWORD).await;
+    let stored = browser
+        .js(
+            "return [localStorage.length, sessionStorage.length, document.cookie]",
+            vec![],
+        )
+        .await;
+    assert_eq!(stored, json!([0, 0, ""]), "tokens stay in memory");
+    browser
+        .until_js(
+            "a refresh of the access token",
+            Duration::from_secs(40),
+            "return window.refreshes.length >= 1",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.refreshes", vec![]).await,
+        json!([200])
+    );
+    // The board goes on polling after the refresh.
+    let updated = "return document.getElementById('board-updated').textContent";
+    let before = browser.js(updated, vec![]).await;
+    browser
+        .until(
+            "the board to poll again",
+            Duration::from_secs(10),
+            || async { browser.js(updated, vec![]).await != before },
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.body.dataset.session", vec![])
+            .await,
+        "open"
     );
     browser.close().await;
 }
