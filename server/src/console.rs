@@ -28,58 +28,29 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
+/// An embedded file of `server/console/`.
+macro_rules! asset {
+    ($path:literal, $file:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../console/", $file)),
+        }
+    };
+}
+
 /// Every file of the console, by the path it is served at.
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: HTML,
-        body: include_bytes!("../console/index.html"),
-    },
-    Asset {
-        path: "/console/style.css",
-        content_type: CSS,
-        body: include_bytes!("../console/style.css"),
-    },
-    Asset {
-        path: "/console/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../console/icon.svg"),
-    },
-    Asset {
-        path: "/console/app.js",
-        content_type: JS,
-        body: include_bytes!("../console/app.js"),
-    },
-    Asset {
-        path: "/console/api.js",
-        content_type: JS,
-        body: include_bytes!("../console/api.js"),
-    },
-    Asset {
-        path: "/console/events.js",
-        content_type: JS,
-        body: include_bytes!("../console/events.js"),
-    },
-    Asset {
-        path: "/console/board.js",
-        content_type: JS,
-        body: include_bytes!("../console/board.js"),
-    },
-    Asset {
-        path: "/console/map.js",
-        content_type: JS,
-        body: include_bytes!("../console/map.js"),
-    },
-    Asset {
-        path: "/console/reports.js",
-        content_type: JS,
-        body: include_bytes!("../console/reports.js"),
-    },
-    Asset {
-        path: "/console/util.js",
-        content_type: JS,
-        body: include_bytes!("../console/util.js"),
-    },
+    asset!("/", "index.html", HTML),
+    asset!("/console/style.css", "style.css", CSS),
+    asset!("/console/icon.svg", "icon.svg", "image/svg+xml"),
+    asset!("/console/app.js", "app.js", JS),
+    asset!("/console/api.js", "api.js", JS),
+    asset!("/console/events.js", "events.js", JS),
+    asset!("/console/board.js", "board.js", JS),
+    asset!("/console/map.js", "map.js", JS),
+    asset!("/console/reports.js", "reports.js", JS),
+    asset!("/console/util.js", "util.js", JS),
 ];
 
 /// What the console needs to know about this server before anyone logs in.

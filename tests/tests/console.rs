@@ -248,6 +248,88 @@ async fn demo_server(options: DemoOptions) -> (TestServer, demo::DemoSummary, St
     (s, summary, admin)
 }
 
+/// The demo's organisation and rosters without simulated fixes (every post rostered now
+/// starts unstaffed), an admin token, and the browser binaries; None when skipped.
+async fn rostered_demo(test: &str) -> Option<(TestServer, String, (PathBuf, PathBuf))> {
+    let binaries = browser_or_skip(test)?;
+    let (s, _, admin) = demo_server(DemoOptions {
+        past_days: 0,
+        fixes: false,
+    })
+    .await;
+    Some((s, admin, binaries))
+}
+
+/// A kiosk rostered now and unstaffed, one of its crew, and that member's token.
+struct OnDuty {
+    /// The kiosk (`GET /posts/{id}`).
+    post: Value,
+    /// Its code.
+    code: String,
+    /// Its running shift.
+    shift: Value,
+    /// The crew member (`GET /members/{id}`).
+    member: Value,
+    /// The member's access token.
+    token: String,
+}
+
+impl OnDuty {
+    async fn at_a_kiosk(s: &TestServer, admin: &str) -> OnDuty {
+        let now = s.get("/api/v1/status/now", admin).await.body;
+        let kiosk = now["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["kind"] == "kiosk" && p["required"] == 1 && p["staffed"] == false)
+            .expect("a rostered, unstaffed kiosk")
+            .clone();
+        let get = async |path: String| s.get(&path, admin).await.body;
+        let shift = get(format!(
+            "/api/v1/shifts/{}",
+            kiosk["shift_ids"][0].as_str().unwrap()
+        ))
+        .await;
+        let mut crew: Vec<Value> = shift["member_ids"].as_array().unwrap().clone();
+        if let Some(team) = shift["team_id"].as_str() {
+            let team = get(format!("/api/v1/teams/{team}")).await;
+            crew.extend(team["member_ids"].as_array().unwrap().iter().cloned());
+        }
+        let member = get(format!("/api/v1/members/{}", crew[0].as_str().unwrap())).await;
+        let token = s
+            .login(member["username"].as_str().unwrap(), DEMO_PASSWORD)
+            .await
+            .body["access_token"]
+            .as_str()
+            .expect("the crew member logs in")
+            .to_owned();
+        let post = get(format!(
+            "/api/v1/posts/{}",
+            kiosk["post_id"].as_str().unwrap()
+        ))
+        .await;
+        OnDuty {
+            code: kiosk["post_code"].as_str().unwrap().to_owned(),
+            post,
+            shift,
+            member,
+            token,
+        }
+    }
+
+    /// The member sends a fix of this kind at the kiosk, now.
+    async fn check_in(&self, s: &TestServer, kind: &str) -> api_tests::Answer {
+        let at = &self.post["geometry"]["coordinates"];
+        s.post(
+            "/api/v1/checkins",
+            &self.token,
+            json!({"client_id": Uuid::new_v4(), "recorded_at": ts(Utc::now()), "lat": at[1], "lon": at[0],
+                   "accuracy_m": 5.0, "kind": kind, "post_id": self.post["id"]}),
+        )
+        .await
+    }
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -347,15 +429,9 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() {
-    let Some(binaries) = browser_or_skip("live_board") else {
+    let Some((s, admin, binaries)) = rostered_demo("live_board").await else {
         return;
     };
-    // The organisation and rosters only: every rostered post starts unstaffed.
-    let (s, _, admin) = demo_server(DemoOptions {
-        past_days: 0,
-        fixes: false,
-    })
-    .await;
     let browser = Browser::start(binaries).await;
     browser.log_in(&s.base, "cmd.district").await;
     let now = s.get("/api/v1/status/now", &admin).await.body;
@@ -391,14 +467,8 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
     );
 
     // A kiosk rostered now, unstaffed on screen.
-    let kiosk = now["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["kind"] == "kiosk" && p["required"] == 1 && p["staffed"] == false)
-        .expect("a rostered kiosk")
-        .clone();
-    let code = kiosk["post_code"].as_str().unwrap().to_owned();
+    let duty = OnDuty::at_a_kiosk(&s, &admin).await;
+    let code = duty.code.clone();
     let state = format!(
         "return (document.querySelector('.post-card[data-code=\"{code}\"]') || {{}}).dataset?.state"
     );
@@ -406,51 +476,7 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
     browser.screenshot("live-board-before-check-in").await;
 
     // One of its crew checks in at the kiosk, through the API.
-    let shift = s
-        .get(
-            &format!("/api/v1/shifts/{}", kiosk["shift_ids"][0].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let mut crew: Vec<Value> = shift["member_ids"].as_array().unwrap().clone();
-    if let Some(team) = shift["team_id"].as_str() {
-        let team = s.get(&format!("/api/v1/teams/{team}"), &admin).await.body;
-        crew.extend(team["member_ids"].as_array().unwrap().iter().cloned());
-    }
-    let member = s
-        .get(
-            &format!("/api/v1/members/{}", crew[0].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let officer = s
-        .login(member["username"].as_str().unwrap(), DEMO_PASSWORD)
-        .await
-        .body["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let post = s
-        .get(
-            &format!("/api/v1/posts/{}", kiosk["post_id"].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let (lon, lat) = (
-        post["geometry"]["coordinates"][0].as_f64().unwrap(),
-        post["geometry"]["coordinates"][1].as_f64().unwrap(),
-    );
-    let fix = s
-        .post(
-            "/api/v1/checkins",
-            &officer,
-            json!({"client_id": Uuid::new_v4(), "recorded_at": ts(Utc::now()), "lat": lat, "lon": lon,
-                   "accuracy_m": 5.0, "kind": "arrive", "post_id": kiosk["post_id"]}),
-        )
-        .await;
+    let fix = duty.check_in(&s, "arrive").await;
     assert_eq!(fix.status, StatusCode::CREATED, "{fix:#?}");
     let took = browser
         .until(
@@ -562,14 +588,9 @@ window.fetch = (url, init = {}) => {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the_contract() {
-    let Some(binaries) = browser_or_skip("event_stream") else {
+    let Some((s, admin, binaries)) = rostered_demo("event_stream").await else {
         return;
     };
-    let (s, _, admin) = demo_server(DemoOptions {
-        past_days: 0,
-        fixes: false,
-    })
-    .await;
     let browser = Browser::start(binaries).await;
     browser.open(&s.base).await;
     browser.js(FAKE_BACKEND, vec![]).await;
@@ -585,65 +606,12 @@ async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the
 
     // A check-in event makes the board fetch /status/now at once (polling is slow while
     // the stream is up), and the card shows the real check-in.
-    let now = s.get("/api/v1/status/now", &admin).await.body;
-    let kiosk = now["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["kind"] == "kiosk" && p["required"] == 1)
-        .unwrap()
-        .clone();
-    let code = kiosk["post_code"].as_str().unwrap().to_owned();
-    let shift = s
-        .get(
-            &format!("/api/v1/shifts/{}", kiosk["shift_ids"][0].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let team = s
-        .get(
-            &format!("/api/v1/teams/{}", shift["team_id"].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let member = s
-        .get(
-            &format!(
-                "/api/v1/members/{}",
-                team["member_ids"][0].as_str().unwrap()
-            ),
-            &admin,
-        )
-        .await
-        .body;
-    let officer = s
-        .login(member["username"].as_str().unwrap(), DEMO_PASSWORD)
-        .await
-        .body["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let post = s
-        .get(
-            &format!("/api/v1/posts/{}", kiosk["post_id"].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let fix = s
-        .post(
-            "/api/v1/checkins",
-            &officer,
-            json!({"client_id": Uuid::new_v4(), "recorded_at": ts(Utc::now()),
-                   "lat": post["geometry"]["coordinates"][1], "lon": post["geometry"]["coordinates"][0],
-                   "accuracy_m": 5.0, "kind": "arrive", "post_id": kiosk["post_id"]}),
-        )
-        .await;
+    let duty = OnDuty::at_a_kiosk(&s, &admin).await;
+    let (code, member, post) = (duty.code.clone(), &duty.member, &duty.post);
+    let fix = duty.check_in(&s, "arrive").await;
     assert_eq!(fix.status, StatusCode::CREATED, "{fix:#?}");
     let event = json!({"fix_id": fix.body["id"], "member_id": member["id"], "member_name": member["display_name"],
-        "post_id": kiosk["post_id"], "post_code": code, "lat": post["geometry"]["coordinates"][1],
+        "post_id": post["id"], "post_code": code, "lat": post["geometry"]["coordinates"][1],
         "lon": post["geometry"]["coordinates"][0], "recorded_at": ts(Utc::now()), "kind": "arrive", "flags": []});
     // Split across writes, with CRLF line ends and a comment, as a stream may arrive.
     let text = format!(": ping\r\nid: 41\r\nevent: checkin\r\ndata: {event}\r\n\r\n");
@@ -685,8 +653,8 @@ async fn live_board_follows_the_event_stream_and_acknowledges_alerts_against_the
     );
 
     // An alert raised on the stream appears; acknowledging it asks for a note.
-    let alert = json!({"id": Uuid::new_v4(), "kind": "sos", "state": "open", "post_id": kiosk["post_id"],
-        "post_code": code, "member_id": member["id"], "member_name": member["display_name"], "shift_id": shift["id"],
+    let alert = json!({"id": Uuid::new_v4(), "kind": "sos", "state": "open", "post_id": post["id"],
+        "post_code": code, "member_id": member["id"], "member_name": member["display_name"], "shift_id": duty.shift["id"],
         "unit_id": post["unit_id"], "message": format!("SOS from {} at {code}", member["display_name"].as_str().unwrap()),
         "position": {"lat": post["geometry"]["coordinates"][1], "lon": post["geometry"]["coordinates"][0]},
         "raised_at": ts(Utc::now()), "acked_at": null, "acked_by": null, "ack_note": null, "resolved_at": null});
@@ -1151,65 +1119,13 @@ fn listed_len(ranking: &Value) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the alerts backend"]
 async fn acknowledging_an_alert_removes_it_from_the_open_list() {
-    let Some(binaries) = browser_or_skip("acknowledge_alert") else {
+    let Some((s, admin, binaries)) = rostered_demo("acknowledge_alert").await else {
         return;
     };
-    let (s, _, admin) = demo_server(DemoOptions {
-        past_days: 0,
-        fixes: false,
-    })
-    .await;
     // An officer on duty at a kiosk sends an SOS: an alert is raised at once.
-    let now = s.get("/api/v1/status/now", &admin).await.body;
-    let kiosk = now["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["kind"] == "kiosk" && p["required"] == 1)
-        .expect("a rostered kiosk")
-        .clone();
-    let shift = s
-        .get(
-            &format!("/api/v1/shifts/{}", kiosk["shift_ids"][0].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let team = s
-        .get(
-            &format!("/api/v1/teams/{}", shift["team_id"].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let member_id = team["member_ids"][0].as_str().unwrap().to_owned();
-    let member = s
-        .get(&format!("/api/v1/members/{member_id}"), &admin)
-        .await
-        .body;
-    let officer = s
-        .login(member["username"].as_str().unwrap(), DEMO_PASSWORD)
-        .await
-        .body["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let post = s
-        .get(
-            &format!("/api/v1/posts/{}", kiosk["post_id"].as_str().unwrap()),
-            &admin,
-        )
-        .await
-        .body;
-    let sos = s
-        .post(
-            "/api/v1/checkins",
-            &officer,
-            json!({"client_id": Uuid::new_v4(), "recorded_at": ts(Utc::now()),
-                   "lat": post["geometry"]["coordinates"][1], "lon": post["geometry"]["coordinates"][0],
-                   "accuracy_m": 5.0, "kind": "sos", "post_id": kiosk["post_id"]}),
-        )
-        .await;
+    let duty = OnDuty::at_a_kiosk(&s, &admin).await;
+    let member_id = duty.member["id"].as_str().unwrap().to_owned();
+    let sos = duty.check_in(&s, "sos").await;
     assert_eq!(sos.status, StatusCode::CREATED, "{sos:#?}");
     let mut alert_id = None;
     let started = Instant::now();
