@@ -162,6 +162,12 @@ function wire() {
 }
 
 async function main() {
+  // A policy violation means a bug here (an inline style or script crept in): count it
+  // where a test can see it.
+  document.addEventListener('securitypolicyviolation', (e) => {
+    document.body.dataset.policyViolations = String(Number(document.body.dataset.policyViolations || 0) + 1);
+    console.error(`Content-Security-Policy violation: ${e.violatedDirective} ${e.blockedURI}`);
+  });
   const config = await loadConfig();
   setZone(config.timezone || 'UTC');
   board = new Board();

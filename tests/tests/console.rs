@@ -230,8 +230,16 @@ impl Browser {
         .await;
     }
 
+    /// Checks that the page broke no rule of its Content-Security-Policy, and ends the session.
     async fn close(self) {
+        let violations = self
+            .js(
+                "return document.body.dataset.policyViolations || '0'",
+                vec![],
+            )
+            .await;
         let _ = self.client.close().await;
+        assert_eq!(violations, "0", "Content-Security-Policy violations");
     }
 }
 
@@ -498,6 +506,9 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
         heads.as_str().unwrap().starts_with("1 of 1 present"),
         "{heads}"
     );
+    // Tall enough for the whole board in one picture.
+    browser.client.set_window_size(1280, 1560).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     browser.screenshot("live-board").await;
 
     // At a tablet's width every view fits without scrolling sideways.
@@ -809,6 +820,25 @@ async fn the_access_token_is_refreshed_before_it_expires_and_kept_in_memory_only
             .await,
         "open"
     );
+    // The policy holds in the page: an inline style attribute is refused and counted (the
+    // check every test makes when it closes the browser is not vacuous).
+    browser
+        .js(
+            "document.getElementById('board-title').setAttribute('style', 'color: red')",
+            vec![],
+        )
+        .await;
+    browser
+        .until_js(
+            "the inline style to be refused",
+            Duration::from_secs(5),
+            "return document.body.dataset.policyViolations === '1'
+                && getComputedStyle(document.getElementById('board-title')).color !== 'rgb(255, 0, 0)'",
+        )
+        .await;
+    browser
+        .js("delete document.body.dataset.policyViolations", vec![])
+        .await;
     browser.close().await;
 }
 
