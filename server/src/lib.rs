@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod coverage;
 pub mod db;
 pub mod demo;
@@ -48,6 +49,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes::router();
     router
+        .merge(console::router(&state.settings))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(

@@ -183,6 +183,9 @@ pub struct SettingsArgs {
         value_name = "DAYS"
     )]
     pub audit_retention_days: Option<u32>,
+    /// Background map tiles for the console, an XYZ URL template such as https://tiles.example/{z}/{x}/{y}.png [default: none, a plain map]
+    #[arg(long, global = true, env = "PATROL_TILE_URL", value_name = "URL")]
+    pub tile_url: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -212,6 +215,7 @@ struct SettingsFile {
     static_repeat_run: Option<usize>,
     retention_days: Option<u32>,
     audit_retention_days: Option<u32>,
+    tile_url: Option<String>,
 }
 
 /// Log line format.
@@ -291,6 +295,59 @@ pub struct Settings {
     pub retention_days: u32,
     /// Days audit records are kept.
     pub audit_retention_days: u32,
+    /// XYZ tile URL template of the console's background map, if any.
+    pub tile_url: Option<TileUrl>,
+}
+
+/// An XYZ tile URL template (`{z}`, `{x}` and `{y}` in an http or https URL), checked
+/// once so that the console and its Content-Security-Policy can use it as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TileUrl {
+    template: String,
+    origin: String,
+}
+
+impl TileUrl {
+    /// Checks a template: http(s), a host, all three placeholders, and no characters that
+    /// could break out of a header or a URL.
+    pub fn parse(template: &str) -> anyhow::Result<TileUrl> {
+        let Some((scheme, rest)) = template.split_once("://") else {
+            bail!("tile_url must be an http:// or https:// URL");
+        };
+        if scheme != "http" && scheme != "https" {
+            bail!("tile_url must be an http:// or https:// URL, not {scheme}://");
+        }
+        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if host.is_empty() || host.contains(['@', '{', '}']) {
+            bail!("tile_url must name a host (without user name or placeholders)");
+        }
+        for placeholder in ["{z}", "{x}", "{y}"] {
+            if !template.contains(placeholder) {
+                bail!("tile_url must contain {placeholder}");
+            }
+        }
+        if template.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '"' | '\\' | ';' | ',' | '\'' | '<' | '>')
+        }) {
+            bail!("tile_url contains a character that does not belong in a URL");
+        }
+        Ok(TileUrl {
+            template: template.to_owned(),
+            origin: format!("{scheme}://{host}"),
+        })
+    }
+
+    /// The template, as configured.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// `scheme://host[:port]`, for the Content-Security-Policy.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
 }
 
 impl Default for Settings {
@@ -444,6 +501,12 @@ impl Settings {
         if retention_days == 0 || audit_retention_days == 0 {
             bail!("retention_days and audit_retention_days must be at least 1");
         }
+        let tile_url = args
+            .tile_url
+            .or(file.tile_url)
+            .filter(|t| !t.is_empty())
+            .map(|t| TileUrl::parse(&t))
+            .transpose()?;
         Ok(Settings {
             database_url: Secret(
                 args.database_url
@@ -485,6 +548,7 @@ impl Settings {
             static_repeat_run,
             retention_days,
             audit_retention_days,
+            tile_url,
         })
     }
 
@@ -552,6 +616,34 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(args, SettingsFile::default()).is_err());
+    }
+
+    #[test]
+    fn tile_urls_need_a_host_and_all_three_placeholders() {
+        let ok = TileUrl::parse("https://tiles.intranet:8443/osm/{z}/{x}/{y}.png").unwrap();
+        assert_eq!(ok.origin(), "https://tiles.intranet:8443");
+        assert_eq!(
+            ok.template(),
+            "https://tiles.intranet:8443/osm/{z}/{x}/{y}.png"
+        );
+        for bad in [
+            "tiles.intranet/{z}/{x}/{y}.png",
+            "ftp://tiles/{z}/{x}/{y}.png",
+            "https:///{z}/{x}/{y}.png",
+            "https://tiles/{z}/{x}.png",
+            "https://tiles/{z}/{x}/{y}.png; script-src *",
+            "https://user@tiles/{z}/{x}/{y}.png",
+            "https://{s}.tiles/{z}/{x}/{y}.png",
+        ] {
+            assert!(TileUrl::parse(bad).is_err(), "{bad}");
+        }
+        let args = SettingsArgs {
+            tile_url: Some("http://10.0.0.5/{z}/{x}/{y}.png".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, SettingsFile::default()).unwrap();
+        assert_eq!(s.tile_url.unwrap().origin(), "http://10.0.0.5");
+        assert!(Settings::default().tile_url.is_none());
     }
 
     #[test]
