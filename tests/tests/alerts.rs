@@ -508,11 +508,18 @@ async fn two_processes_on_one_postgresql_evaluate_once() {
             }
         }
     }
-    assert_eq!(
-        raised, 3,
-        "each gap raised once ({skipped} evaluations skipped)"
+    // Each server also evaluated once when it started, so count what is stored: every
+    // gap raised exactly once, whichever process raised it.
+    assert!(
+        raised <= 3,
+        "raised {raised} ({skipped} evaluations skipped)"
     );
-    let open = w.alerts(&w.org.admin, "kind=roster_gap").await;
-    assert_eq!(open.len(), 3, "{open:#?}");
+    let all = w.alerts(&w.org.admin, "kind=roster_gap").await;
+    let mut posts: Vec<&str> = all.iter().map(|a| a["post_id"].as_str().unwrap()).collect();
+    posts.sort();
+    posts.dedup();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(posts.len(), 3, "one alert per post: {all:#?}");
+    assert_eq!(states(&all), ["open"; 3]);
     b.stop().await;
 }

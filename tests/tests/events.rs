@@ -206,15 +206,9 @@ async fn last_event_id_resumes_without_loss_and_resets_when_too_old() {
     );
     drop(resumed);
 
-    // An id below what the history holds gets `reset` first.
-    let mut old = open(&s, &org.admin, Some("1")).await;
-    let e = old.next(WAIT).await.expect("reset");
-    assert_eq!(e.event, "reset");
-    assert_eq!(e.data, json!({}));
-    let reset_id = e.id.clone().unwrap();
-    let next = checkin(&s, &officer, json!({})).await;
-    assert!(old.until(WAIT, is_checkin(next)).await.is_some());
-    // So does one the history has dropped (it keeps 100 events here).
+    // An id the history has dropped (it keeps 100 events here) gets `reset` first, with
+    // the id to resume from afterwards.
+    let mut watcher = open(&s, &org.admin, None).await;
     let batch: Vec<Value> = (0..150)
         .map(|i| {
             json!({"client_id": Uuid::new_v4(),
@@ -227,13 +221,21 @@ async fn last_event_id_resumes_without_loss_and_resets_when_too_old() {
         .await;
     assert_eq!(a.body["created"], 150, "{a:#?}");
     let marker = checkin(&s, &officer, json!({})).await;
-    assert!(old.until(WAIT, is_checkin(marker)).await.is_some());
-    let e = open(&s, &org.admin, Some(&reset_id))
-        .await
-        .next(WAIT)
-        .await
-        .unwrap();
+    assert!(watcher.until(WAIT, is_checkin(marker)).await.is_some());
+    drop(watcher);
+    let mut old = open(&s, &org.admin, Some(&ids[0])).await;
+    let e = old.next(WAIT).await.expect("reset");
     assert_eq!(e.event, "reset", "{e:?}");
+    assert_eq!(e.data, json!({}));
+    let reset_id: u64 = e.id.clone().unwrap().parse().unwrap();
+    assert!(reset_id > ids[2].parse::<u64>().unwrap());
+    let next = checkin(&s, &officer, json!({})).await;
+    let e = old.until(WAIT, |e| e.event == "checkin").await.unwrap();
+    assert_eq!(
+        e.data["fix_id"],
+        next.to_string(),
+        "live events follow the reset"
+    );
     // Garbage is treated as too old.
     let e = open(&s, &org.admin, Some("yesterday"))
         .await
