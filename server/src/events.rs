@@ -160,6 +160,8 @@ pub struct Hub {
     capacity: usize,
     /// Woken by every check-in event delivered (the post status watcher listens).
     pub checkins_seen: Notify,
+    /// Set when the server shuts down, so that open streams end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -177,7 +179,18 @@ impl Hub {
             tx,
             capacity,
             checkins_seen: Notify::new(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every open stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Tells when the server shuts down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {

@@ -76,8 +76,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = state.settings.shutdown_timeout;
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let hub = state.events.hub.clone();
     let signal = async move {
         shutdown.await;
+        hub.close();
         let _ = stopping_tx.send(());
     };
     let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());

@@ -345,7 +345,7 @@ impl EventStream {
                 let mut event = String::from("message");
                 let mut data = String::new();
                 let mut any = false;
-                for line in block.lines() {
+                for line in block.lines().filter(|l| !l.is_empty()) {
                     if let Some(c) = line.strip_prefix(':') {
                         self.comments.push(c.to_owned());
                         continue;

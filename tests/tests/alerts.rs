@@ -523,3 +523,98 @@ async fn two_processes_on_one_postgresql_evaluate_once() {
     assert_eq!(states(&all), ["open"; 3]);
     b.stop().await;
 }
+
+/// A webhook receiver: answers the first request 503 and the rest 200, and hands on each
+/// request's headers (lower-cased) and body.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut served = 0;
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = conn.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + length {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                break (head, buf[end + 4..].to_vec());
+            };
+            served += 1;
+            let status = if served == 1 {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = conn
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+            let _ = tx.send((head, body)).await;
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_gets_each_change_signed_and_retried() {
+    let (url, mut received) = webhook_receiver().await;
+    let s = TestServer::start_with(|st| {
+        quick(st);
+        st.webhook_url = Some(url);
+        st.webhook_secret = Some(patrol_server::settings::Secret("hook-secret".into()));
+    })
+    .await;
+    let org = Org::create(&s).await;
+    let w = World { s, org };
+    w.post("K9", "kiosk", w.org.street1, json!({"staffing": "24x7"}))
+        .await;
+    w.evaluate().await;
+    let wait = StdDuration::from_secs(30);
+    let mut bodies = Vec::new();
+    // The first attempt is refused; the change comes again.
+    for _ in 0..2 {
+        let (head, body) = tokio::time::timeout(wait, received.recv())
+            .await
+            .expect("the webhook was called")
+            .unwrap();
+        assert!(head.starts_with("post /hook "), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let signature = patrol_server::webhook::signature(b"hook-secret", &body);
+        assert!(
+            head.contains(&format!("x-patrol-signature: {signature}")),
+            "{head}"
+        );
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], bodies[1], "the retry sends the same change");
+    let change: Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(change["action"], "raised");
+    assert_eq!(change["alert"]["kind"], "roster_gap");
+    assert_eq!(change["alert"]["post_code"], "K9");
+}

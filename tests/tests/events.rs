@@ -310,3 +310,23 @@ async fn two_processes_on_one_postgresql_deliver_one_stream() {
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_a_heartbeat_and_ends_when_the_server_stops() {
+    let s = TestServer::start_with(quiet).await;
+    let admin = s.admin().await;
+    let mut stream = open(&s, &admin, None).await;
+    // Nothing happens; within 15 s (and a margin) a `: ping` comment comes.
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(25);
+    while !stream.comments.iter().any(|c| c == " ping") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat: {:?}",
+            stream.comments
+        );
+        let e = stream.next(StdDuration::from_secs(1)).await;
+        assert!(e.is_none(), "{e:?}");
+    }
+    s.stop().await;
+    assert!(stream.next(WAIT).await.is_none(), "the stream ended");
+}

@@ -99,8 +99,14 @@ pub async fn events(
                 }
             }
         }
+        let mut closing = hub.closing();
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                // The server is shutting down: end the stream so it does not hold it up.
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            match received {
                 Ok(e) => {
                     if !send_all(&tx, vec![e], &mut last_sent).await {
                         return;
@@ -125,6 +131,6 @@ pub async fn events(
         }
     });
     Sse::new(ReceiverStream::new(out))
-        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text(" ping"))
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("ping"))
         .into_response()
 }
