@@ -22,7 +22,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Set, Statement, TransactionTrait,
+    QueryOrder, Set, Statement, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use serde::Serialize;
@@ -65,6 +65,8 @@ const GAP_LOOK_AHEAD: chrono::Duration = chrono::Duration::hours(24);
 /// the lock (its evaluation may have begun before the SOS was stored).
 const SOS_RETRY: Duration = Duration::from_millis(250);
 const SOS_RETRIES: u32 = 40;
+/// Silent members whose last fix of the duty is looked up for the alert's message.
+const MAX_SILENT_LOOKUPS: usize = 200;
 
 /// The alert machinery of a process.
 pub struct Alerts {
@@ -455,6 +457,26 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
                     *spoofed.entry(f.member_id).or_default() += 1;
                 }
             }
+        }
+    }
+    // The live board looks back only `silent_after_min`; for a silent member the message
+    // names their last fix of this duty, read here (for a bounded number of members).
+    let mut last_fix = live.last_fix.clone();
+    let mut unheard: Vec<(&Uuid, &(Uuid, DateTime<Utc>))> = on_duty
+        .iter()
+        .filter(|(m, _)| !last_fix.contains_key(m))
+        .collect();
+    unheard.sort_by_key(|(m, _)| **m);
+    for (m, (_, started)) in unheard.into_iter().take(MAX_SILENT_LOOKUPS) {
+        if let Some(f) = fix::Entity::find()
+            .filter(fix::Column::MemberId.eq(*m))
+            .filter(fix::Column::RecordedAt.gte(*started))
+            .filter(fix::Column::RecordedAt.lte(now + chrono::Duration::minutes(5)))
+            .order_by_desc(fix::Column::RecordedAt)
+            .one(&state.db)
+            .await?
+        {
+            last_fix.insert(*m, (f.recorded_at, f.lat, f.lon));
         }
     }
     let member_ids: HashSet<Uuid> = on_duty.keys().chain(sos.keys()).copied().collect();
