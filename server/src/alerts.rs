@@ -39,17 +39,18 @@ use crate::{
         },
         geometry::PostKind,
         plausibility::Flags,
-        roster::{RosteredSpan, roster_gaps},
+        roster::roster_gaps,
     },
     error::ApiResult,
-    events::{NewEvent, kind, post_status_data},
+    events::{NewEvent, kind, post_status_data, unit_paths},
     routes::{
         coverage::live_board,
         posts::Staffing,
+        rosters::rostered_spans,
         shifts::{overlapping, people_on},
     },
     state::AppState,
-    store::{alert, fix, member, post, post_state, shift, unit},
+    store::{alert, fix, member, post, post_state, shift},
     webhook::Webhook,
 };
 
@@ -174,14 +175,7 @@ pub async fn announce(state: &AppState, action: &str, alerts: &[alert::Model]) -
     if alerts.is_empty() {
         return Ok(());
     }
-    let unit_ids: Vec<Uuid> = alerts.iter().filter_map(|a| a.unit_id).collect();
-    let paths: HashMap<Uuid, String> = unit::Entity::find()
-        .filter(unit::Column::Id.is_in(unit_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.path))
-        .collect();
+    let paths = unit_paths(&state.db, alerts.iter().filter_map(|a| a.unit_id)).await?;
     let mut events = Vec::with_capacity(alerts.len());
     for a in alerts {
         let data = json!({"action": action, "alert": AlertOut::from(a.clone())});
@@ -519,15 +513,7 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
             .await?;
         let people = people_on(&state.db, &rostered).await?;
         for p in chunk {
-            let spans: Vec<RosteredSpan> = rostered
-                .iter()
-                .filter(|s| s.post_id == p.id)
-                .map(|s| RosteredSpan {
-                    starts_at: s.starts_at,
-                    ends_at: s.ends_at,
-                    headcount: people.get(&s.id).map_or(0, |x| x.len() as u32),
-                })
-                .collect();
+            let spans = rostered_spans(&rostered, &people, p.id);
             if let Some(g) = roster_gaps(now, ahead, p.min_headcount.max(0) as u32, &spans)
                 .into_iter()
                 .next()
@@ -606,17 +592,13 @@ pub async fn watch_posts_once(state: &AppState) -> ApiResult<usize> {
     if changed.is_empty() {
         return Ok(0);
     }
-    let unit_ids: Vec<Uuid> = changed
-        .iter()
-        .filter_map(|p| units.get(&p.post_id).copied())
-        .collect();
-    let paths: HashMap<Uuid, String> = unit::Entity::find()
-        .filter(unit::Column::Id.is_in(unit_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.path))
-        .collect();
+    let paths = unit_paths(
+        &state.db,
+        changed
+            .iter()
+            .filter_map(|p| units.get(&p.post_id).copied()),
+    )
+    .await?;
     let events = changed
         .iter()
         .map(|p| NewEvent {

@@ -571,14 +571,7 @@ async fn name_members(
             .filter(member::Column::Id.is_in(chunk.iter().copied()))
             .all(db)
             .await?;
-        let unit_ids: Vec<Uuid> = found.iter().filter_map(|m| m.unit_id).collect();
-        let paths: HashMap<Uuid, String> = unit::Entity::find()
-            .filter(unit::Column::Id.is_in(unit_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u.path))
-            .collect();
+        let paths = unit_paths(db, found.iter().filter_map(|m| m.unit_id)).await?;
         for m in found {
             cache.insert(
                 m.id,
@@ -619,6 +612,27 @@ async fn name_posts(
         cache.insert(p.id, (Instant::now(), p.code));
     }
     Ok(())
+}
+
+/// The paths of these units (the scope of events about them).
+pub async fn unit_paths<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<HashMap<Uuid, String>, sea_orm::DbErr> {
+    let mut ids: Vec<Uuid> = ids.into_iter().collect();
+    ids.sort();
+    ids.dedup();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        for u in unit::Entity::find()
+            .filter(unit::Column::Id.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?
+        {
+            out.insert(u.id, u.path);
+        }
+    }
+    Ok(out)
 }
 
 /// The data of a `post_status` event.
