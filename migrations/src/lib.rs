@@ -6,6 +6,7 @@ mod m20261129_000001_foundation;
 mod m20261129_000002_posts_and_shifts;
 mod m20261129_000003_fixes;
 mod m20261129_000004_shift_coverage;
+mod m20261129_000005_alerts;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_posts_and_shifts::Migration),
             Box::new(m20261129_000003_fixes::Migration),
             Box::new(m20261129_000004_shift_coverage::Migration),
+            Box::new(m20261129_000005_alerts::Migration),
         ]
     }
 }

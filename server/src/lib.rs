@@ -1,6 +1,7 @@
 //! The patrol service: GPS check-ins from patrol officers, volunteers and kiosk duty
 //! officers, checked against duty rosters.
 
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod console;
@@ -10,6 +11,7 @@ pub mod demo;
 
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod ingest;
 pub mod metrics;
@@ -21,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod webhook;
 
 use std::{any::Any, future::Future};
 
@@ -75,12 +78,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = state.settings.shutdown_timeout;
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let hub = state.events.hub.clone();
     let signal = async move {
         shutdown.await;
+        hub.close();
         let _ = stopping_tx.send(());
     };
     let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());
     let updater = coverage::spawn_updater(state.clone());
+    let evaluator = alerts::spawn_evaluator(state.clone());
+    let watcher = alerts::spawn_post_watcher(state.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
@@ -96,6 +103,8 @@ pub async fn serve(
     }
     purger.abort();
     updater.abort();
+    evaluator.abort();
+    watcher.abort();
     state.db.close_by_ref().await.ok();
     Ok(())
 }

@@ -186,6 +186,45 @@ pub struct SettingsArgs {
     /// Background map tiles for the console, an XYZ URL template such as https://tiles.example/{z}/{x}/{y}.png [default: none, a plain map]
     #[arg(long, global = true, env = "PATROL_TILE_URL", value_name = "URL")]
     pub tile_url: Option<String>,
+    /// Seconds between evaluations of the alert rules [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_ALERT_EVERY_S",
+        value_name = "SECONDS"
+    )]
+    pub alert_every_s: Option<u64>,
+    /// Minutes without an eligible fix after which a route shift is idle (alert route_idle) [default: 20]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_ROUTE_IDLE_MIN",
+        value_name = "MINUTES"
+    )]
+    pub route_idle_min: Option<i64>,
+    /// Minutes an SOS alert stays open after the member's last SOS check-in [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_SOS_HOLD_MIN",
+        value_name = "MINUTES"
+    )]
+    pub sos_hold_min: Option<i64>,
+    /// Live events kept for resuming an event stream with Last-Event-ID [default: 10000]
+    #[arg(long, global = true, env = "PATROL_EVENT_HISTORY", value_name = "N")]
+    pub event_history: Option<usize>,
+    /// URL that each raised, acknowledged and resolved alert is POSTed to as JSON [default: none]
+    #[arg(long, global = true, env = "PATROL_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Secret of the webhook's X-Patrol-Signature (HMAC-SHA256 of the body) [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -216,6 +255,12 @@ struct SettingsFile {
     retention_days: Option<u32>,
     audit_retention_days: Option<u32>,
     tile_url: Option<String>,
+    alert_every_s: Option<u64>,
+    route_idle_min: Option<i64>,
+    sos_hold_min: Option<i64>,
+    event_history: Option<usize>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 /// Log line format.
@@ -295,6 +340,18 @@ pub struct Settings {
     pub retention_days: u32,
     /// Days audit records are kept.
     pub audit_retention_days: u32,
+    /// How often the alert rules are evaluated.
+    pub alert_interval: Duration,
+    /// Minutes without an eligible fix before a route shift is idle.
+    pub route_idle_min: i64,
+    /// Minutes an SOS alert stays open after the last SOS fix.
+    pub sos_hold_min: i64,
+    /// Live events kept for resuming streams.
+    pub event_history: usize,
+    /// Where alerts are POSTed, if anywhere.
+    pub webhook_url: Option<String>,
+    /// Secret of the webhook signature.
+    pub webhook_secret: Option<Secret>,
     /// XYZ tile URL template of the console's background map, if any.
     pub tile_url: Option<TileUrl>,
 }
@@ -507,7 +564,43 @@ impl Settings {
             .filter(|t| !t.is_empty())
             .map(|t| TileUrl::parse(&t))
             .transpose()?;
+        let alert_every_s = args.alert_every_s.or(file.alert_every_s).unwrap_or(60);
+        if !(1..=3600).contains(&alert_every_s) {
+            bail!("alert_every_s must be between 1 and 3600");
+        }
+        let route_idle_min = args.route_idle_min.or(file.route_idle_min).unwrap_or(20);
+        if !(1..=1440).contains(&route_idle_min) {
+            bail!("route_idle_min must be between 1 and 1440");
+        }
+        let sos_hold_min = args.sos_hold_min.or(file.sos_hold_min).unwrap_or(30);
+        if !(1..=1440).contains(&sos_hold_min) {
+            bail!("sos_hold_min must be between 1 and 1440");
+        }
+        let event_history = args.event_history.or(file.event_history).unwrap_or(10_000);
+        if !(100..=1_000_000).contains(&event_history) {
+            bail!("event_history must be between 100 and 1000000");
+        }
+        let webhook_url = args
+            .webhook_url
+            .or(file.webhook_url)
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &webhook_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("webhook_url must be an http:// or https:// URL");
+        }
+        let webhook_secret = args
+            .webhook_secret
+            .or(file.webhook_secret)
+            .filter(|s| !s.is_empty())
+            .map(Secret);
         Ok(Settings {
+            alert_interval: Duration::from_secs(alert_every_s),
+            route_idle_min,
+            sos_hold_min,
+            event_history,
+            webhook_url,
+            webhook_secret,
             database_url: Secret(
                 args.database_url
                     .or(file.database_url)

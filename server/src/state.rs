@@ -33,6 +33,10 @@ pub struct AppState {
     pub prepared_posts: Arc<crate::coverage::PreparedPosts>,
     /// Wakes the coverage updater when late fixes arrive.
     pub coverage_wakeup: Arc<tokio::sync::Notify>,
+    /// Live events: publishing, history and subscribers.
+    pub events: crate::events::Events,
+    /// The alert evaluator's wake-ups and the webhook.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl AppState {
@@ -69,7 +73,22 @@ impl AppState {
             settings.jwt_previous_secret.as_ref().map(|s| s.0.as_str()),
             settings.access_token_ttl,
         )?;
+        let events = crate::events::Events::start(
+            db.clone(),
+            &settings.database_url.0,
+            settings.event_history,
+        )
+        .await?;
+        let webhook = match &settings.webhook_url {
+            Some(url) => Some(crate::webhook::Webhook::start(
+                url.clone(),
+                settings.webhook_secret.as_ref().map(|s| s.0.clone()),
+            )?),
+            None => None,
+        };
         Ok(AppState {
+            events,
+            alerts: Arc::new(crate::alerts::Alerts::new(webhook)),
             writer: Writer::start(
                 db::connect_writer(&settings, &db).await?,
                 settings.thresholds(),

@@ -19,6 +19,8 @@ pub const PASSWORD: &str = "correct horse battery";
 pub enum TestDb {
     /// A temporary directory holding the SQLite file.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    /// Another server's database, which that server owns.
+    Shared,
     /// A database on the server of `PATROL_TEST_DATABASE_URL`.
     Postgres {
         /// URL of the administrative database.
@@ -168,6 +170,21 @@ impl TestServer {
     /// Starts a server after letting the caller adjust the settings.
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let (url, db) = fresh_database().await;
+        TestServer::start_on(url, db, adjust).await
+    }
+
+    /// Starts a second server process on this server's database (as several processes
+    /// share one PostgreSQL); the first server owns the database.
+    pub async fn start_another(&self, adjust: impl FnOnce(&mut Settings)) -> TestServer {
+        TestServer::start_on(
+            self.state.settings.database_url.0.clone(),
+            TestDb::Shared,
+            adjust,
+        )
+        .await
+    }
+
+    async fn start_on(url: String, db: TestDb, adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let mut settings = Settings {
             database_url: Secret(url),
             jwt_secret: Some(Secret(JWT_SECRET.to_owned())),
@@ -298,8 +315,114 @@ impl TestServer {
     }
 }
 
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// Its `id`.
+    pub id: Option<String>,
+    /// Its `event` type.
+    pub event: String,
+    /// Its `data` as JSON.
+    pub data: Value,
+}
+
+/// An open `GET /api/v1/events` stream.
+pub struct EventStream {
+    res: reqwest::Response,
+    buf: String,
+    /// Comment lines seen so far (heartbeats).
+    pub comments: Vec<String>,
+}
+
+impl EventStream {
+    /// The next event, or `None` when none comes within `wait` (or the stream ended).
+    pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut event = String::from("message");
+                let mut data = String::new();
+                let mut any = false;
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    if let Some(c) = line.strip_prefix(':') {
+                        self.comments.push(c.to_owned());
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "id" => id = Some(value.to_owned()),
+                        "event" => event = value.to_owned(),
+                        "data" => data.push_str(value),
+                        _ => {}
+                    }
+                }
+                if any {
+                    return Some(SseEvent {
+                        id,
+                        event,
+                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.res.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The first event (skipping others) that satisfies `want`, within `wait`.
+    pub async fn until(
+        &mut self,
+        wait: Duration,
+        want: impl Fn(&SseEvent) -> bool,
+    ) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = self.next(left).await?;
+            if want(&e) {
+                return Some(e);
+            }
+        }
+    }
+}
+
+impl TestServer {
+    /// Opens the event stream; a refusal comes back as the answer.
+    pub async fn events(
+        &self,
+        token: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream, Answer> {
+        let client = reqwest::Client::new();
+        let mut req = client.get(format!("{}/api/v1/events", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(l) = last_event_id {
+            req = req.header("last-event-id", l);
+        }
+        let res = req.send().await.expect("request sent");
+        if res.status() != StatusCode::OK {
+            return Err(Answer::from(res).await);
+        }
+        Ok(EventStream {
+            res,
+            buf: String::new(),
+            comments: Vec::new(),
+        })
+    }
+}
+
 impl Answer {
-    async fn from(res: reqwest::Response) -> Answer {
+    /// Reads a response whole.
+    pub async fn from(res: reqwest::Response) -> Answer {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap_or_default();

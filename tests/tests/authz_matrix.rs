@@ -121,6 +121,10 @@ const MATRIX: &[(&str, &str, Expect)] = &[
     ("GET", "/api/v1/coverage", managers(200)),
     ("GET", "/api/v1/coverage/map", managers(200)),
     ("GET", "/api/v1/status/now", managers(200)),
+    // Live: everyone reads the alerts and events about themselves; managers acknowledge.
+    ("GET", "/api/v1/alerts", SIGNED_IN),
+    ("POST", "/api/v1/alerts/{id}/ack", managers(200)),
+    ("GET", "/api/v1/events", SIGNED_IN),
     ("GET", "/api/v1/reports/compliance", managers(200)),
     ("GET", "/api/v1/reports/volunteers", managers(200)),
     // Positions: every member reports their own; reading someone else's is for managers.
@@ -517,7 +521,30 @@ impl Fixture {
                             "lat": 34.22, "lon": 108.95, "accuracy_m": 10.0}),
                 ),
             ),
-            ("GET", "/api/v1/checkins" | "/api/v1/audit") => simple(route.to_owned(), None),
+            ("GET", "/api/v1/checkins" | "/api/v1/audit" | "/api/v1/alerts" | "/api/v1/events") => {
+                simple(route.to_owned(), None)
+            }
+            ("POST", "/api/v1/alerts/{id}/ack") => {
+                // A fresh round-the-clock kiosk with no roster: an open roster_gap alert.
+                let post = self.fresh_post(s).await;
+                patrol_server::alerts::evaluate(&s.state)
+                    .await
+                    .expect("evaluation succeeds");
+                let a = s
+                    .get(
+                        &format!("/api/v1/alerts?post_id={post}&state=open"),
+                        self.admin(),
+                    )
+                    .await;
+                let alert = a.body["items"][0]["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no open alert for the fresh post: {a:#?}"))
+                    .to_owned();
+                simple(
+                    format!("/api/v1/alerts/{alert}/ack"),
+                    Some(json!({"note": "seen to"})),
+                )
+            }
             ("GET", "/api/v1/members/{id}/track") => simple(
                 format!(
                     "/api/v1/members/{}/track?from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z",
@@ -682,9 +709,21 @@ async fn every_route_for_every_caller() {
         for (caller, expected) in CALLERS.into_iter().zip(expect) {
             let call = fx.prepare(&s, method, route, caller).await;
             let m = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-            let answer = s
-                .send(m, &call.path, call.token.as_deref(), call.body.clone())
-                .await;
+            // The event stream never ends: its headers are the answer.
+            let answer = if *route == "/api/v1/events" {
+                match s.events(call.token.as_deref(), None).await {
+                    Ok(_) => Answer {
+                        status: StatusCode::OK,
+                        headers: reqwest::header::HeaderMap::new(),
+                        body: Value::Null,
+                        text: String::new(),
+                    },
+                    Err(refused) => refused,
+                }
+            } else {
+                s.send(m, &call.path, call.token.as_deref(), call.body.clone())
+                    .await
+            };
             cells += 1;
             let got = answer.status.as_u16();
             let verdict = match check(&answer, *expected) {

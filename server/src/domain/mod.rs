@@ -1,6 +1,7 @@
 //! Pure rules of the product: geodesy and datums, roster patterns and gaps. No axum,
 //! no database: everything here is tested on its own.
 
+pub mod alerts;
 pub mod coverage;
 pub mod datum;
 pub mod geodesy;

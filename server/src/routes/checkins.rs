@@ -619,6 +619,18 @@ pub async fn ingest(
                 "the fixes could not be stored; nothing was acknowledged, send them again",
             )
         })?;
+    // Live events, and at once an evaluation for an SOS; neither waits.
+    let created: Vec<fix::Model> = written
+        .iter()
+        .filter_map(|w| match w {
+            Written::Created(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    if created.iter().any(|f| f.kind == FixKind::Sos.as_str()) {
+        state.alerts.wakeup.notify_one();
+    }
+    state.events.checkins(created);
     // Late fixes stored now change the stored coverage of the settled shifts they touch.
     let late: Vec<(DateTime<Utc>, f64, f64)> = written
         .iter()

@@ -549,19 +549,28 @@ pub fn at_post(
     }
 }
 
-/// Each post in scope now: rostered and required headcount, who is there (an eligible fix
-/// at the post within the last `max_gap_s`), whether it is staffed; and members on duty
-/// whose last fix is older than `silent_after_min` (default 10 minutes).
-#[utoipa::path(get, path = "/status/now", tag = "coverage", security(("bearer" = [])),
-    responses((status = 200, description = "The live board", body = StatusNow)))]
-pub async fn status_now(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> ApiResult<axum::Json<StatusNow>> {
-    user.require_manager()?;
-    let now = Utc::now();
-    let settings = settings_of(&state);
-    let posts = posts_for(&state, &user, None, None, None).await?;
+/// The live state of a set of posts at a moment, as `GET /status/now` answers it, with
+/// what the alert rules need besides.
+pub struct Live {
+    /// The board.
+    pub board: StatusNow,
+    /// Shifts running now.
+    pub running: Vec<shift::Model>,
+    /// The people on each running shift.
+    pub people: HashMap<Uuid, HashSet<Uuid>>,
+    /// Each member's latest fix within the look-back: when and where (lat, lon).
+    pub last_fix: HashMap<Uuid, (DateTime<Utc>, f64, f64)>,
+}
+
+/// Each of these posts now: rostered and required headcount, who is there (an eligible
+/// fix at the post within the last `max_gap_s`), whether it is staffed; and members on
+/// duty whose last fix is older than `silent_after_min`.
+pub async fn live_board(
+    state: &AppState,
+    posts: &[post::Model],
+    now: DateTime<Utc>,
+) -> ApiResult<Live> {
+    let settings = settings_of(state);
     let mut running = Vec::new();
     for chunk in posts.chunks(200) {
         running.extend(
@@ -581,11 +590,13 @@ pub async fn status_now(
         .filter(fix::Column::RecordedAt.lte(now + Duration::minutes(5)))
         .all(&state.db)
         .await?;
-    let mut last_fix: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    let mut last_fix: HashMap<Uuid, (DateTime<Utc>, f64, f64)> = HashMap::new();
     for f in &recent {
-        let e = last_fix.entry(f.member_id).or_insert(f.recorded_at);
-        if f.recorded_at > *e {
-            *e = f.recorded_at;
+        let e = last_fix
+            .entry(f.member_id)
+            .or_insert((f.recorded_at, f.lat, f.lon));
+        if f.recorded_at > e.0 {
+            *e = (f.recorded_at, f.lat, f.lon);
         }
     }
     let present_since = now - Duration::seconds(settings.max_gap_s);
@@ -598,7 +609,7 @@ pub async fn status_now(
         })
         .collect();
     let mut board = Vec::with_capacity(posts.len());
-    for p in &posts {
+    for p in posts {
         let kind = PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk);
         let geometry = PostGeometry::from_stored(kind, &p.geometry);
         let mine: Vec<&shift::Model> = running.iter().filter(|s| s.post_id == p.id).collect();
@@ -654,7 +665,7 @@ pub async fn status_now(
     }
     let silent_ids: Vec<Uuid> = on_duty
         .keys()
-        .filter(|m| last_fix.get(m).is_none_or(|t| *t < silent_before))
+        .filter(|m| last_fix.get(m).is_none_or(|t| t.0 < silent_before))
         .copied()
         .collect();
     let names: HashMap<Uuid, String> = member::Entity::find()
@@ -669,14 +680,35 @@ pub async fn status_now(
         .map(|m| SilentMember {
             member_id: m,
             display_name: names.get(&m).cloned().unwrap_or_default(),
-            last_fix_at: last_fix.get(&m).copied(),
+            last_fix_at: last_fix.get(&m).map(|t| t.0),
             shift_ids: on_duty.remove(&m).unwrap_or_default(),
         })
         .collect();
     silent.sort_by(|a, b| a.display_name.cmp(&b.display_name));
-    Ok(axum::Json(StatusNow {
-        at: now,
-        posts: board,
-        silent,
-    }))
+    Ok(Live {
+        board: StatusNow {
+            at: now,
+            posts: board,
+            silent,
+        },
+        running,
+        people,
+        last_fix,
+    })
+}
+
+/// Each post in scope now: rostered and required headcount, who is there (an eligible fix
+/// at the post within the last `max_gap_s`), whether it is staffed; and members on duty
+/// whose last fix is older than `silent_after_min` (default 10 minutes).
+#[utoipa::path(get, path = "/status/now", tag = "coverage", security(("bearer" = [])),
+    responses((status = 200, description = "The live board", body = StatusNow)))]
+pub async fn status_now(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<StatusNow>> {
+    user.require_manager()?;
+    let posts = posts_for(&state, &user, None, None, None).await?;
+    Ok(axum::Json(
+        live_board(&state, &posts, Utc::now()).await?.board,
+    ))
 }

@@ -1,9 +1,11 @@
 //! Thin handlers, one file per resource, and the OpenAPI document they make.
 
+pub mod alerts;
 pub mod auth;
 pub mod checkins;
 pub mod coverage;
 pub mod device_keys;
+pub mod events;
 pub mod members;
 pub mod ops;
 pub mod osmand;
@@ -32,7 +34,7 @@ use crate::{error::PROBLEM_JSON, state::AppState};
     info(
         title = "patrol",
         description = "Patrol check-ins and duty coverage for a city district: organisation, accounts, \
-                       posts, rosters, GPS check-ins and coverage. Errors are RFC 9457 problem+json \
+                       posts, rosters, GPS check-ins, coverage, alerts and live events. Errors are RFC 9457 problem+json \
                        documents with a stable `code`.",
         license(name = "MIT", identifier = "MIT"),
     ),
@@ -105,6 +107,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(device_keys::router())
         .merge(coverage::router())
         .merge(reports::router())
+        .merge(alerts::router())
+        .merge(events::router())
         .routes(utoipa_axum::routes!(ops::openapi_json));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)

@@ -18,10 +18,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthUser,
     coverage::coverage_of,
-    domain::{
-        coverage::Status,
-        roster::{RosteredSpan, roster_gaps},
-    },
+    domain::{coverage::Status, roster::roster_gaps},
     error::{ApiError, ApiResult},
     extract::ApiQuery,
     routes::{
@@ -218,15 +215,7 @@ async fn rank_month(
             for p in posts.iter().filter(|p| {
                 in_unit.contains(&p.id) && p.staffing == Staffing::RoundTheClock.as_str()
             }) {
-                let spans: Vec<RosteredSpan> = gap_shifts
-                    .iter()
-                    .filter(|s| s.post_id == p.id)
-                    .map(|s| RosteredSpan {
-                        starts_at: s.starts_at,
-                        ends_at: s.ends_at,
-                        headcount: people.get(&s.id).map_or(0, |x| x.len() as u32),
-                    })
-                    .collect();
+                let spans = crate::routes::rosters::rostered_spans(&gap_shifts, &people, p.id);
                 gap_hours += roster_gaps(from, until, p.min_headcount.max(1) as u32, &spans)
                     .iter()
                     .map(|g| (g.to - g.from).num_seconds() as f64 / 3600.0)

@@ -227,6 +227,24 @@ pub async fn insert_planned<C: ConnectionTrait>(
     Ok((created, total))
 }
 
+/// The rostered spans of one post's shifts, each with its distinct people, for
+/// [`roster::roster_gaps`].
+pub fn rostered_spans(
+    shifts: &[shift::Model],
+    people: &HashMap<Uuid, HashSet<Uuid>>,
+    post_id: Uuid,
+) -> Vec<RosteredSpan> {
+    shifts
+        .iter()
+        .filter(|s| s.post_id == post_id)
+        .map(|s| RosteredSpan {
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            headcount: people.get(&s.id).map_or(0, |x| x.len() as u32),
+        })
+        .collect()
+}
+
 /// Span and post of `GET /rosters/gaps`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1,11 +1,13 @@
 //! sea-orm entities and the queries the routes share.
 
+pub mod alert;
 pub mod audit_record;
 pub mod device_key;
 pub mod fix;
 pub mod login_failure;
 pub mod member;
 pub mod post;
+pub mod post_state;
 pub mod refresh_token;
 pub mod server_key;
 pub mod session;
