@@ -19,6 +19,9 @@ use crate::{
 /// Prepared statements kept per SQLite connection.
 const SQLITE_STATEMENT_CACHE: usize = 24;
 
+/// Bytes the WAL file is cut back to after each reset.
+const SQLITE_WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Page cache of the writer's SQLite connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
@@ -79,6 +82,10 @@ async fn open(
             // coverage read names thousands of members), and a hundred of those per
             // connection held hundreds of MiB; the frequent small ones fit in a few.
             .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+            // After the WAL is reset, its file is cut back to this size. Long reads (a day's
+            // coverage) can hold off the reset while a heavy ingest goes on, and the file,
+            // once grown, would otherwise keep its largest size for good.
+            .pragma("journal_size_limit", SQLITE_WAL_SIZE_LIMIT.to_string())
     });
     let db = Database::connect(options)
         .await
