@@ -701,9 +701,7 @@ pub async fn coverage_json_over(
         // Anything that does not look like what `store` writes is computed again.
         let stored = match (status, result) {
             (Some(status), Some(json)) if settled(ends_at, now) && is_stored_object(&json) => {
-                serde_json::from_value::<Status>(serde_json::Value::String(status))
-                    .ok()
-                    .map(|status| (status, json))
+                Status::parse(&status).map(|status| (status, json))
             }
             _ => None,
         };
@@ -781,10 +779,7 @@ pub async fn store(
             post_id: Set(s.post_id),
             starts_at: Set(s.starts_at),
             ends_at: Set(s.ends_at),
-            status: Set(serde_json::to_value(c.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()),
+            status: Set(c.status.as_str().to_owned()),
             result: Set(serde_json::to_string(c).unwrap_or_default()),
             computed_at: Set(now),
             stale: Set(false),

@@ -662,6 +662,31 @@ pub enum Status {
     Missed,
 }
 
+impl Status {
+    /// Every status.
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::Met,
+        Status::Partial,
+        Status::Missed,
+    ];
+
+    /// The name used in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Met => "met",
+            Status::Partial => "partial",
+            Status::Missed => "missed",
+        }
+    }
+
+    /// The status of a name, if it is one.
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// Counted fixes that were not eligible, each under the first reason that applies.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Excluded {
@@ -1162,6 +1187,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn status_names_are_the_json_names_and_parse_back() {
+        for s in Status::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("unrostered"), None);
+    }
     use crate::domain::geodesy::distance_m;
 
     /// The reference district (Xi'an, around 34.22°N 108.95°E).

@@ -338,13 +338,7 @@ fn colour(status: Option<Status>) -> &'static str {
 }
 
 fn status_name(status: Option<Status>) -> &'static str {
-    match status {
-        Some(Status::Met) => "met",
-        Some(Status::Partial) => "partial",
-        Some(Status::Missed) => "missed",
-        Some(Status::Pending) => "pending",
-        None => "unrostered",
-    }
+    status.map_or("unrostered", Status::as_str)
 }
 
 /// Intersection of two sorted lists of disjoint intervals.
