@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod checkpoint;
 pub mod cli;
 pub mod console;
 pub mod coverage;

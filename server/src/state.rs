@@ -86,13 +86,18 @@ impl AppState {
             )?),
             None => None,
         };
+        let writer = Writer::start(
+            db::connect_writer(&settings, &db).await?,
+            settings.thresholds(),
+        );
+        // The writer leaves checkpoints of a SQLite file to this task.
+        if let Some(conn) = db::connect_checkpointer(&settings).await? {
+            crate::checkpoint::spawn(conn, crate::checkpoint::Bounds::default());
+        }
         Ok(AppState {
             events,
             alerts: Arc::new(crate::alerts::Alerts::new(webhook)),
-            writer: Writer::start(
-                db::connect_writer(&settings, &db).await?,
-                settings.thresholds(),
-            ),
+            writer,
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),
