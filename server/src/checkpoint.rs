@@ -151,22 +151,18 @@ mod tests {
             ..Settings::default()
         };
         let pool = db::connect(&settings).await.unwrap();
-        let writer = db::connect_writer(&settings, &pool).await.unwrap();
+        let crate::ingest::Target::SqliteFile(options) = db::connect_writer(&settings, &pool)
+        else {
+            panic!("a SQLite file gets a writer connection of its own");
+        };
+        let writer = crate::ingest::sqlite::open(&options).unwrap();
         let probe = db::connect_checkpointer(&settings).await.unwrap().unwrap();
-        let auto = writer
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA wal_autocheckpoint".to_owned(),
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index::<i64>(0)
+        let auto: i64 = writer
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(auto, 0, "the writer must not checkpoint on its commits");
         writer
-            .execute_unprepared("CREATE TABLE t (v BLOB NOT NULL)")
-            .await
+            .execute_batch("CREATE TABLE t (v BLOB NOT NULL)")
             .unwrap();
         // Readers overlap all the time (one always holds a snapshot the WAL has not
         // finished copying) while the writer goes on writing: a passive checkpoint alone
@@ -191,17 +187,16 @@ mod tests {
             }));
         }
         {
-            let (writer, stop) = (writer.clone(), stop.clone());
-            workers.push(tokio::spawn(async move {
+            let stop = stop.clone();
+            workers.push(tokio::task::spawn_blocking(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     writer
-                        .execute_unprepared(
+                        .execute_batch(
                             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 16) \
                              INSERT INTO t (v) SELECT randomblob(4096) FROM n",
                         )
-                        .await
                         .unwrap();
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }));
         }

@@ -28,24 +28,33 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
 /// timeout on every connection; both backends are then checked for durable commits.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    open(settings, settings.db_max_connections, None, None).await
+    open(settings, settings.db_max_connections, None).await
 }
 
-/// The connection of the group-commit writer of fixes. On SQLite it is a connection of
-/// its own with a large page cache: a group of fixes changes pages all over the fixes
-/// table's indexes, and with SQLite's default 2 MiB cache those pages were spilled to the
-/// WAL during the transaction and written again at the commit (about 14 KiB written per
-/// fix instead of 8, measured), and read again from the file for the next group. It does
-/// not checkpoint the WAL: [`connect_checkpointer`]'s connection does, off the ingest path.
-/// On PostgreSQL, and for an in-memory SQLite database, it is the pool itself.
-pub async fn connect_writer(
-    settings: &Settings,
-    pool: &DatabaseConnection,
-) -> anyhow::Result<DatabaseConnection> {
-    if !is_sqlite_file(settings) {
-        return Ok(pool.clone());
+/// Where the group-commit writer of fixes writes. On a SQLite file it is a connection of
+/// its own on a thread of its own (see [`crate::ingest::sqlite`]), with a large page
+/// cache: a group of fixes changes pages all over the fixes table's indexes, and with
+/// SQLite's default 2 MiB cache those pages were spilled to the WAL during the transaction
+/// and written again at the commit (about 14 KiB written per fix instead of 8, measured),
+/// and read again from the file for the next group. It does not checkpoint the WAL:
+/// [`connect_checkpointer`]'s connection does, off the ingest path. On PostgreSQL, and for
+/// an in-memory SQLite database, it is the pool itself.
+pub fn connect_writer(settings: &Settings, pool: &DatabaseConnection) -> crate::ingest::Target {
+    match crate::ingest::sqlite::path_of_url(&settings.database_url.0) {
+        Some(path) if !settings.is_postgres() => {
+            crate::ingest::Target::SqliteFile(crate::ingest::sqlite::Options {
+                path,
+                synchronous: match settings.sqlite_synchronous {
+                    SqliteSynchronous::Full => "FULL",
+                    SqliteSynchronous::Normal => "NORMAL",
+                },
+                cache_kib: WRITER_CACHE_KIB,
+                journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
+                busy_timeout_ms: 10_000,
+            })
+        }
+        _ => crate::ingest::Target::Orm(pool.clone()),
     }
-    open(settings, 1, Some(WRITER_CACHE_KIB), Some(0)).await
 }
 
 /// The connection of the WAL checkpointer (see [`crate::checkpoint`]): `None` unless the
@@ -53,22 +62,18 @@ pub async fn connect_writer(
 pub async fn connect_checkpointer(
     settings: &Settings,
 ) -> anyhow::Result<Option<DatabaseConnection>> {
-    if !is_sqlite_file(settings) {
+    if settings.is_postgres()
+        || crate::ingest::sqlite::path_of_url(&settings.database_url.0).is_none()
+    {
         return Ok(None);
     }
-    Ok(Some(open(settings, 1, None, None).await?))
-}
-
-fn is_sqlite_file(settings: &Settings) -> bool {
-    let url = &settings.database_url.0;
-    !(settings.is_postgres() || url.contains(":memory:") || url.contains("mode=memory"))
+    Ok(Some(open(settings, 1, None).await?))
 }
 
 async fn open(
     settings: &Settings,
     max_connections: u32,
     cache_kib: Option<i64>,
-    wal_autocheckpoint: Option<u32>,
 ) -> anyhow::Result<DatabaseConnection> {
     let url = &settings.database_url.0;
     if !(url.starts_with("sqlite:") || settings.is_postgres()) {
@@ -85,10 +90,6 @@ async fn open(
         let opts = match cache_kib {
             // A negative cache_size is in KiB.
             Some(kib) => opts.pragma("cache_size", (-kib).to_string()),
-            None => opts,
-        };
-        let opts = match wal_autocheckpoint {
-            Some(pages) => opts.pragma("wal_autocheckpoint", pages.to_string()),
             None => opts,
         };
         opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)

@@ -86,10 +86,7 @@ impl AppState {
             )?),
             None => None,
         };
-        let writer = Writer::start(
-            db::connect_writer(&settings, &db).await?,
-            settings.thresholds(),
-        );
+        let writer = Writer::start(db::connect_writer(&settings, &db), settings.thresholds())?;
         // The writer leaves checkpoints of a SQLite file to this task.
         if let Some(conn) = db::connect_checkpointer(&settings).await? {
             crate::checkpoint::spawn(conn, crate::checkpoint::Bounds::default());

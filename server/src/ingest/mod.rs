@@ -20,6 +20,8 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub mod sqlite;
+
 use crate::{
     domain::{
         geodesy::LonLat,
@@ -135,6 +137,14 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Written>, String>>,
 }
 
+/// Where the writer writes.
+pub enum Target {
+    /// Through sea-orm on this connection, from a task (PostgreSQL, in-memory SQLite).
+    Orm(DatabaseConnection),
+    /// A SQLite file, on a connection and a thread of the writer's own.
+    SqliteFile(sqlite::Options),
+}
+
 /// The handle to the writer task, cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -142,11 +152,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on this database, judging fixes with these thresholds.
-    pub fn start(db: DatabaseConnection, thresholds: Thresholds) -> Writer {
+    /// Starts the writer on this database, judging fixes with these thresholds.
+    pub fn start(target: Target, thresholds: Thresholds) -> anyhow::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        tokio::spawn(run(db, thresholds, rx));
-        Writer { tx }
+        match target {
+            Target::Orm(db) => {
+                tokio::spawn(run(db, thresholds, rx));
+            }
+            Target::SqliteFile(options) => {
+                let conn = sqlite::open(&options)?;
+                std::thread::Builder::new()
+                    .name("patrol-writer".to_owned())
+                    .spawn(move || run_sqlite(conn, thresholds, rx))?;
+            }
+        }
+        Ok(Writer { tx })
     }
 
     /// Judges and stores a member's fixes and waits for the commit. The answer is in the
@@ -166,27 +186,29 @@ impl Writer {
     }
 }
 
+/// The jobs pending with `first`, up to [`MAX_GROUP_ROWS`] rows.
+fn gather(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut total = first.batch.rows.len();
+    let mut jobs = vec![first];
+    while total < MAX_GROUP_ROWS {
+        match rx.try_recv() {
+            Ok(job) => {
+                total += job.batch.rows.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    jobs
+}
+
 async fn run(db: DatabaseConnection, t: Thresholds, mut rx: mpsc::Receiver<Job>) {
     let mut tails = Tails::default();
     while let Some(first) = rx.recv().await {
-        let mut total = first.batch.rows.len();
-        let mut jobs = vec![first];
-        while total < MAX_GROUP_ROWS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    total += job.batch.rows.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let jobs = gather(first, &mut rx);
         let batches: Vec<&Batch> = jobs.iter().map(|j| &j.batch).collect();
         match write_group(&db, &t, &mut tails, &batches).await {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
+            Ok(outcomes) => answer(jobs, outcomes),
             Err(group_error) => {
                 // One job's fault (or a passing lock) must not fail the others: retry each alone.
                 tracing::warn!(error = %group_error, jobs = jobs.len(), "group write failed; retrying jobs one by one");
@@ -199,6 +221,32 @@ async fn run(db: DatabaseConnection, t: Thresholds, mut rx: mpsc::Receiver<Job>)
                 }
             }
         }
+    }
+}
+
+/// The writer's loop on its own thread and SQLite connection.
+fn run_sqlite(mut conn: rusqlite::Connection, t: Thresholds, mut rx: mpsc::Receiver<Job>) {
+    let mut tails = Tails::default();
+    while let Some(first) = rx.blocking_recv() {
+        let jobs = gather(first, &mut rx);
+        let batches: Vec<&Batch> = jobs.iter().map(|j| &j.batch).collect();
+        match sqlite::write_group(&mut conn, &t, &mut tails, &batches) {
+            Ok(outcomes) => answer(jobs, outcomes),
+            Err(group_error) => {
+                tracing::warn!(error = %group_error, jobs = jobs.len(), "group write failed; retrying jobs one by one");
+                for job in jobs {
+                    let result = sqlite::write_group(&mut conn, &t, &mut tails, &[&job.batch])
+                        .map(|mut o| o.pop().unwrap_or_default());
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn answer(jobs: Vec<Job>, outcomes: Vec<Vec<Written>>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = job.reply.send(Ok(outcome));
     }
 }
 
@@ -233,71 +281,170 @@ fn sample_of(row: &fix::Model) -> FixSample {
 /// The flags that depend on the neighbouring fixes.
 const NEIGHBOUR_FLAGS: i32 = Flags::IMPLAUSIBLE_SPEED.0 | Flags::STATIC_REPEAT.0;
 
-/// Judges, inserts and commits a group of batches; the answer per batch, per row.
+/// A group of batches as the writer takes it: each member's new rows and the span they
+/// cover.
+struct Plan<'a> {
+    batches: &'a [&'a Batch],
+    /// Each member's new rows, in group order: (batch, row).
+    by_member: HashMap<Uuid, (Mobility, Vec<(usize, usize)>)>,
+    /// Each member's earliest and latest new fix.
+    spans: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>,
+    /// Stored fixes kept per member for the rules.
+    keep: usize,
+}
+
+impl<'a> Plan<'a> {
+    fn new(batches: &'a [&'a Batch], t: &Thresholds) -> Plan<'a> {
+        let mut by_member: HashMap<Uuid, (Mobility, Vec<(usize, usize)>)> = HashMap::new();
+        for (b, batch) in batches.iter().enumerate() {
+            let entry = by_member
+                .entry(batch.member_id)
+                .or_insert_with(|| (batch.mobility, Vec::new()));
+            entry.1.extend((0..batch.rows.len()).map(|r| (b, r)));
+        }
+        let spans = by_member
+            .iter()
+            .map(|(member, (_, rows))| {
+                let times = rows.iter().map(|&(b, r)| batches[b].rows[r].recorded_at);
+                let from = times.clone().min().unwrap_or_default();
+                let to = times.max().unwrap_or_default();
+                (*member, from, to)
+            })
+            .collect();
+        Plan {
+            batches,
+            by_member,
+            spans,
+            keep: t.static_repeat_run + 4,
+        }
+    }
+
+    /// Members whose tails do not answer for their new fixes: they are read from the
+    /// database. This process writes fixes only here, so what is read before the
+    /// transaction is what the transaction starts from.
+    fn misses(&self, tails: &Tails) -> Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> {
+        self.spans
+            .iter()
+            .filter(|(member, from, _)| tails.neighbours_of(*member, *from).is_none())
+            .copied()
+            .collect()
+    }
+
+    /// The rows with the flags that depend on the neighbouring fixes (stored ones from the
+    /// tails or from `read`, and each other).
+    fn judge(
+        &self,
+        tails: &Tails,
+        read: &HashMap<Uuid, Vec<StoredFix>>,
+        t: &Thresholds,
+    ) -> Vec<Vec<fix::Model>> {
+        let batches = self.batches;
+        let empty = Vec::new();
+        let mut rows: Vec<Vec<fix::Model>> = batches.iter().map(|b| b.rows.clone()).collect();
+        for (member, (mobility, places)) in &self.by_member {
+            let new: Vec<(FixSample, bool)> = places
+                .iter()
+                .map(|&(b, r)| {
+                    let row = &batches[b].rows[r];
+                    (sample_of(row), row.mock)
+                })
+                .collect();
+            let from = new
+                .iter()
+                .map(|(f, _)| f.recorded_at)
+                .min()
+                .unwrap_or_default();
+            let theirs = tails
+                .neighbours_of(*member, from)
+                .unwrap_or_else(|| read.get(member).unwrap_or(&empty));
+            let received_at = batches[places[0].0].rows[places[0].1].received_at;
+            let judged = plausibility::judge_batch(theirs, &new, received_at, *mobility, t);
+            for (&(b, r), flags) in places.iter().zip(judged) {
+                rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
+            }
+        }
+        rows
+    }
+
+    /// After the commit: updates the tails and says what became of each row.
+    fn finish(
+        &self,
+        tails: &mut Tails,
+        read: &HashMap<Uuid, Vec<StoredFix>>,
+        read_at: std::time::Instant,
+        rows: Vec<Vec<fix::Model>>,
+        inserted: &HashSet<Uuid>,
+        earlier: &HashMap<(Uuid, Uuid), fix::Model>,
+    ) -> Result<Vec<Vec<Written>>, String> {
+        // The tails after the commit: what answered for the new fixes, plus those stored now.
+        let mut updates: Vec<(Uuid, Option<Vec<StoredFix>>, Option<std::time::Instant>)> =
+            Vec::with_capacity(self.spans.len());
+        for (member, from, to) in &self.spans {
+            let (mut known, loaded) = match tails.neighbours_of(*member, *from) {
+                Some(fixes) => (Some(fixes.to_vec()), None),
+                None => {
+                    let fixes = read.get(member).cloned().unwrap_or_default();
+                    // Stored fixes after the new ones mean the read did not reach the latest.
+                    if fixes.iter().any(|f| f.sample.recorded_at > *to) {
+                        (None, None)
+                    } else {
+                        (Some(fixes), Some(read_at))
+                    }
+                }
+            };
+            if let Some(known) = known.as_mut() {
+                for &(b, r) in &self.by_member[member].1 {
+                    let row = &rows[b][r];
+                    if inserted.contains(&row.id) {
+                        known.push(StoredFix {
+                            sample: sample_of(row),
+                            flags: Flags(row.flags),
+                        });
+                    }
+                }
+            }
+            updates.push((*member, known, loaded));
+        }
+        for (member, known, loaded) in updates {
+            tails.set(member, known, self.keep, loaded);
+        }
+        rows.into_iter()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|row| {
+                        if inserted.contains(&row.id) {
+                            return Ok(Written::Created(row));
+                        }
+                        match earlier.get(&(row.member_id, row.client_id)) {
+                            Some(s) if same_content(s, &row) => Ok(Written::Duplicate(s.clone())),
+                            Some(s) => Ok(Written::Conflict(s.clone())),
+                            None => Err(format!(
+                                "fix {} was neither inserted nor found",
+                                row.client_id
+                            )),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Judges, inserts and commits a group of batches through sea-orm (PostgreSQL, and
+/// in-memory SQLite); the answer per batch, per row.
 async fn write_group(
     db: &DatabaseConnection,
     t: &Thresholds,
     tails: &mut Tails,
     batches: &[&Batch],
 ) -> Result<Vec<Vec<Written>>, sea_orm::DbErr> {
-    // Each member's new rows, in group order: (batch, row).
-    let mut by_member: HashMap<Uuid, (Mobility, Vec<(usize, usize)>)> = HashMap::new();
-    for (b, batch) in batches.iter().enumerate() {
-        let entry = by_member
-            .entry(batch.member_id)
-            .or_insert_with(|| (batch.mobility, Vec::new()));
-        entry.1.extend((0..batch.rows.len()).map(|r| (b, r)));
-    }
-    let spans: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = by_member
-        .iter()
-        .map(|(member, (_, rows))| {
-            let times = rows.iter().map(|&(b, r)| batches[b].rows[r].recorded_at);
-            let from = times.clone().min().unwrap_or_default();
-            let to = times.max().unwrap_or_default();
-            (*member, from, to)
-        })
-        .collect();
-    let keep = t.static_repeat_run + 4;
-    // Members whose tails do not answer for their new fixes are read from the database.
-    // This process writes fixes only here, so what is read before the transaction is what
-    // the transaction starts from.
+    let plan = Plan::new(batches, t);
     let t0 = std::time::Instant::now();
-    let misses: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = spans
-        .iter()
-        .filter(|(member, from, _)| tails.neighbours_of(*member, *from).is_none())
-        .copied()
-        .collect();
+    let misses = plan.misses(tails);
     let read_at = std::time::Instant::now();
-    let read = neighbours(db, &misses, keep).await?;
+    let read = neighbours(db, &misses, plan.keep).await?;
     let t1 = t0.elapsed();
-    let empty = Vec::new();
-    let stored_of = |member: &Uuid, from: DateTime<Utc>| -> &[StoredFix] {
-        tails
-            .neighbours_of(*member, from)
-            .unwrap_or_else(|| read.get(member).unwrap_or(&empty))
-    };
-
-    let mut rows: Vec<Vec<fix::Model>> = batches.iter().map(|b| b.rows.clone()).collect();
-    for (member, (mobility, places)) in &by_member {
-        let new: Vec<(FixSample, bool)> = places
-            .iter()
-            .map(|&(b, r)| {
-                let row = &batches[b].rows[r];
-                (sample_of(row), row.mock)
-            })
-            .collect();
-        let from = new
-            .iter()
-            .map(|(f, _)| f.recorded_at)
-            .min()
-            .unwrap_or_default();
-        let theirs = stored_of(member, from);
-        let received_at = batches[places[0].0].rows[places[0].1].received_at;
-        let judged = plausibility::judge_batch(theirs, &new, received_at, *mobility, t);
-        for (&(b, r), flags) in places.iter().zip(judged) {
-            rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
-        }
-    }
+    let rows = plan.judge(tails, &read, t);
 
     let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     let txn = db.begin().await?;
@@ -324,67 +471,17 @@ async fn write_group(
     let earlier = read_back(&txn, &others).await?;
     txn.commit().await?;
     let t3 = t0.elapsed();
-    // The tails after the commit: what answered for the new fixes, plus those stored now.
-    let mut updates: Vec<(Uuid, Option<Vec<StoredFix>>, Option<std::time::Instant>)> =
-        Vec::with_capacity(spans.len());
-    for (member, from, to) in &spans {
-        let (mut known, loaded) = match tails.neighbours_of(*member, *from) {
-            Some(fixes) => (Some(fixes.to_vec()), None),
-            None => {
-                let fixes = read.get(member).cloned().unwrap_or_default();
-                // Stored fixes after the new ones mean the read did not reach the latest.
-                if fixes.iter().any(|f| f.sample.recorded_at > *to) {
-                    (None, None)
-                } else {
-                    (Some(fixes), Some(read_at))
-                }
-            }
-        };
-        if let Some(known) = known.as_mut() {
-            for &(b, r) in &by_member[member].1 {
-                let row = &rows[b][r];
-                if inserted.contains(&row.id) {
-                    known.push(StoredFix {
-                        sample: sample_of(row),
-                        flags: Flags(row.flags),
-                    });
-                }
-            }
-        }
-        updates.push((*member, known, loaded));
-    }
-    for (member, known, loaded) in updates {
-        tails.set(member, known, keep, loaded);
-    }
     tracing::debug!(
         rows = all.len(),
-        members = spans.len(),
+        members = plan.spans.len(),
         read_members = misses.len(),
         read_ms = t1.as_secs_f64() * 1e3,
         insert_ms = (t2 - t1).as_secs_f64() * 1e3,
         commit_ms = (t3 - t2).as_secs_f64() * 1e3,
         "group committed"
     );
-
-    rows.into_iter()
-        .map(|rows| {
-            rows.into_iter()
-                .map(|row| {
-                    if inserted.contains(&row.id) {
-                        return Ok(Written::Created(row));
-                    }
-                    match earlier.get(&(row.member_id, row.client_id)) {
-                        Some(s) if same_content(s, &row) => Ok(Written::Duplicate(s.clone())),
-                        Some(s) => Ok(Written::Conflict(s.clone())),
-                        None => Err(sea_orm::DbErr::Custom(format!(
-                            "fix {} was neither inserted nor found",
-                            row.client_id
-                        ))),
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    plan.finish(tails, &read, read_at, rows, &inserted, &earlier)
+        .map_err(sea_orm::DbErr::Custom)
 }
 
 /// Splits rows into chunks of the sizes in [`INSERT_SIZES`], largest first.
