@@ -1,26 +1,35 @@
-//! WAL checkpoints of a SQLite database, off the ingest path and bounded in size.
+//! WAL checkpoints of a SQLite database, off the ingest path, and bounded in size.
 //!
 //! The group-commit writer of fixes does not checkpoint (its connection has
-//! `wal_autocheckpoint=0`), so a commit never waits for pages to be copied into the database
-//! file. Instead a task of its own copies the WAL into the database every
-//! [`EVERY`] (a passive checkpoint, which waits for nobody).
+//! `wal_autocheckpoint=0`): SQLite's automatic checkpoint runs right after a commit, copies
+//! everything not yet copied and fsyncs the database file while the next group waits.
+//! Instead a task on a connection of its own copies the WAL into the database every
+//! [`EVERY`] with a passive checkpoint, which waits for nobody.
 //!
-//! A passive checkpoint cannot reset the WAL while readers still read older snapshots
-//! from it, and under a heavy ingest with overlapping readers (the coverage updater reading
-//! windows of fixes, the alert evaluator) that can go on for ever: a full-scale day sent in
-//! at speed grew the WAL to 10.9 GB. So when the WAL is over [`RESTART_OVER_BYTES`] the
-//! task asks for a restart checkpoint, which waits up to [`RESTART_WAIT`] for those
-//! readers to finish (holding off writers meanwhile), after which the next write starts
-//! the WAL again from its beginning and `journal_size_limit` cuts the file back.
+//! A WAL starts again from its beginning only once everything in it has been copied, and
+//! under a steady stream of commits a passive checkpoint never sees that moment. So when
+//! the WAL is over [`RESTART_OVER_BYTES`], the task follows its passive pass with a
+//! restart checkpoint: writers wait while it copies the little written since, and it
+//! waits up to [`RESTART_WAIT`] for readers of older snapshots; the next write then starts
+//! the WAL again and `journal_size_limit` cuts the file back. Without this, a full-scale
+//! day sent in at speed, with overlapping readers (the coverage updater reading windows of
+//! fixes, the alert evaluator), grew the WAL to 15 GB. When readers hold a restart off,
+//! the next try waits for twice the size, so that they cannot make writers wait every tick.
 
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 /// How often the WAL is copied into the database.
-pub const EVERY: Duration = Duration::from_secs(1);
-/// WAL size over which readers are waited for so that the WAL can start again.
-pub const RESTART_OVER_BYTES: i64 = 256 * 1024 * 1024;
+pub const EVERY: Duration = Duration::from_millis(250);
+/// WAL size over which the WAL is started again from its beginning (the size its file is
+/// cut back to, `journal_size_limit`).
+pub const RESTART_OVER_BYTES: i64 = 64 * 1024 * 1024;
+/// Passive passes are repeated before a restart until one finds at most this much written
+/// during the pass before it …
+const CAUGHT_UP_BYTES: i64 = 4 * 1024 * 1024;
+/// … or this many have run.
+const MAX_CATCH_UP_PASSES: usize = 8;
 /// How long a restart checkpoint waits for readers (and holds off writers).
 pub const RESTART_WAIT: Duration = Duration::from_secs(2);
 
@@ -102,18 +111,48 @@ pub fn spawn(db: DatabaseConnection, bounds: Bounds) -> tokio::task::JoinHandle<
         let page = page_size(&db).await.unwrap_or(4096).max(512);
         let mut tick = tokio::time::interval(bounds.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Doubled after each restart that readers held off, so that they cannot make
+        // writers wait every tick; back to the bound after one that worked.
+        let mut restart_over = bounds.restart_over_bytes;
         loop {
             tick.tick().await;
             match checkpoint(&db, "PASSIVE").await {
-                Ok(c) if c.log_frames.saturating_mul(page) > bounds.restart_over_bytes => {
+                Ok(c) if c.log_frames.saturating_mul(page) > restart_over => {
+                    // Passive passes copy nearly everything without stopping anyone, each
+                    // what was written during the one before, until that is little; the
+                    // restart copies the rest while writers wait, then starts the WAL again.
+                    let mut last = c.log_frames;
+                    for _ in 0..MAX_CATCH_UP_PASSES {
+                        match checkpoint(&db, "PASSIVE").await {
+                            Ok(n) if n.log_frames >= 0 => {
+                                let written_since = n.log_frames - last;
+                                last = n.log_frames;
+                                if written_since.saturating_mul(page) <= CAUGHT_UP_BYTES {
+                                    break;
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
                     let started = std::time::Instant::now();
                     match checkpoint(&db, "RESTART").await {
-                        Ok(r) => tracing::info!(
-                            wal_bytes = c.log_frames.saturating_mul(page),
-                            restarted = !r.busy,
-                            waited_ms = started.elapsed().as_millis() as u64,
-                            "the WAL outgrew its bound; waited for readers to restart it"
-                        ),
+                        Ok(r) if !r.busy => {
+                            restart_over = bounds.restart_over_bytes;
+                            tracing::debug!(
+                                wal_bytes = c.log_frames.saturating_mul(page),
+                                waited_ms = started.elapsed().as_millis() as u64,
+                                "WAL restarted"
+                            );
+                        }
+                        Ok(_) => {
+                            restart_over = restart_over.saturating_mul(2);
+                            tracing::info!(
+                                wal_bytes = c.log_frames.saturating_mul(page),
+                                waited_ms = started.elapsed().as_millis() as u64,
+                                next_try_over_bytes = restart_over,
+                                "readers of old snapshots held off restarting the WAL"
+                            );
+                        }
                         Err(e) => tracing::warn!(error = %e, "restart checkpoint failed"),
                     }
                 }

@@ -36,9 +36,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
 /// cache: a group of fixes changes pages all over the fixes table's indexes, and with
 /// SQLite's default 2 MiB cache those pages were spilled to the WAL during the transaction
 /// and written again at the commit (about 14 KiB written per fix instead of 8, measured),
-/// and read again from the file for the next group. It does not checkpoint the WAL:
-/// [`connect_checkpointer`]'s connection does, off the ingest path. On PostgreSQL, and for
-/// an in-memory SQLite database, it is the pool itself.
+/// and read again from the file for the next group. It leaves checkpoints to
+/// [`connect_checkpointer`]'s connection (see [`crate::checkpoint`]). On PostgreSQL, and
+/// for an in-memory SQLite database, it is the pool itself.
 pub fn connect_writer(settings: &Settings, pool: &DatabaseConnection) -> crate::ingest::Target {
     match crate::ingest::sqlite::path_of_url(&settings.database_url.0) {
         Some(path) if !settings.is_postgres() => {
