@@ -17,6 +17,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::sqlite_reads::{parse_time, time, uuid_of};
 use crate::{
     domain::{
         coverage::{
@@ -662,11 +663,18 @@ pub async fn coverage_json_over(
 ) -> ApiResult<Vec<ShiftFigures>> {
     let now = Utc::now();
     let backend = state.db.get_database_backend();
-    let mut values: Vec<sea_orm::Value> = vec![false.into(), from.into(), to.into()];
+    // `s.starts_at > $4` is implied (no shift is longer than MAX_SHIFT) and bounds the
+    // search of the index on starts_at to the span instead of every shift before its end.
+    let mut values: Vec<sea_orm::Value> = vec![
+        false.into(),
+        from.into(),
+        to.into(),
+        (from - crate::routes::shifts::MAX_SHIFT).into(),
+    ];
     let mut sql = String::from(
         "SELECT s.id, s.post_id, s.starts_at, s.ends_at, c.status, c.result \
          FROM shifts s LEFT JOIN shift_coverage c ON c.shift_id = s.id AND c.stale = $1 \
-         WHERE s.ends_at > $2 AND s.starts_at < $3",
+         WHERE s.ends_at > $2 AND s.starts_at < $3 AND s.starts_at > $4",
     );
     if let Some(ids) = post_ids {
         if ids.is_empty() {
@@ -687,17 +695,57 @@ pub async fn coverage_json_over(
         // SQLite numbers its parameters `?NNN`.
         sql = sql.replace('$', "?");
     }
-    let rows = state
-        .db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
+    let rows: Vec<StoredRow> = match &state.sqlite_reads {
+        Some(reads) => {
+            let params: Vec<rusqlite::types::Value> =
+                values.iter().map(sqlite_value).collect::<ApiResult<_>>()?;
+            reads
+                .read(move |conn| {
+                    let mut select = conn.prepare_cached(&sql)?;
+                    let mut rows = select.query(rusqlite::params_from_iter(params))?;
+                    let mut out = Vec::new();
+                    while let Some(r) = rows.next()? {
+                        out.push(StoredRow {
+                            shift_id: uuid_of(r.get_ref(0)?.as_blob()?)?,
+                            post_id: uuid_of(r.get_ref(1)?.as_blob()?)?,
+                            starts_at: parse_time(r.get_ref(2)?.as_str()?)?,
+                            ends_at: parse_time(r.get_ref(3)?.as_str()?)?,
+                            status: r.get(4)?,
+                            result: r.get(5)?,
+                        });
+                    }
+                    Ok(out)
+                })
+                .await?
+        }
+        None => state
+            .db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(StoredRow {
+                    shift_id: row.try_get("", "id")?,
+                    post_id: row.try_get("", "post_id")?,
+                    starts_at: row.try_get("", "starts_at")?,
+                    ends_at: row.try_get("", "ends_at")?,
+                    status: row.try_get("", "status")?,
+                    result: row.try_get("", "result")?,
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()?,
+    };
     let mut out: Vec<Option<ShiftFigures>> = Vec::with_capacity(rows.len());
     let mut missing: Vec<(usize, Uuid)> = Vec::new();
     for row in rows {
-        let shift_id: Uuid = row.try_get("", "id")?;
-        let ends_at: DateTime<Utc> = row.try_get("", "ends_at")?;
-        let status: Option<String> = row.try_get("", "status")?;
-        let result: Option<String> = row.try_get("", "result")?;
+        let StoredRow {
+            shift_id,
+            post_id,
+            starts_at,
+            ends_at,
+            status,
+            result,
+        } = row;
         // Anything that does not look like what `store` writes is computed again.
         let stored = match (status, result) {
             (Some(status), Some(json)) if settled(ends_at, now) && is_stored_object(&json) => {
@@ -708,8 +756,8 @@ pub async fn coverage_json_over(
         match stored {
             Some((status, json)) => out.push(Some(ShiftFigures {
                 shift_id,
-                post_id: row.try_get("", "post_id")?,
-                starts_at: row.try_get("", "starts_at")?,
+                post_id,
+                starts_at,
                 ends_at,
                 status,
                 json,
@@ -756,6 +804,31 @@ pub async fn coverage_json_over(
         }
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+/// A shift and its stored figures, as read for [`coverage_json_over`].
+struct StoredRow {
+    shift_id: Uuid,
+    post_id: Uuid,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    status: Option<String>,
+    result: Option<String>,
+}
+
+/// A bound value of [`coverage_json_over`]'s statement as sqlx would write it to SQLite.
+fn sqlite_value(v: &sea_orm::Value) -> ApiResult<rusqlite::types::Value> {
+    use rusqlite::types::Value as V;
+    Ok(match v {
+        sea_orm::Value::Bool(Some(b)) => V::Integer(i64::from(*b)),
+        sea_orm::Value::ChronoDateTimeUtc(Some(t)) => V::Text(time(*t)),
+        sea_orm::Value::Uuid(Some(u)) => V::Blob(u.as_bytes().to_vec()),
+        other => {
+            return Err(ApiError::internal(format!(
+                "no SQLite form for the bound value {other:?}"
+            )));
+        }
+    })
 }
 
 /// Whether a stored result is a JSON object of the fields [`ShiftCoverage`] has now (its

@@ -20,6 +20,7 @@ pub mod pagination;
 pub mod retention;
 pub mod routes;
 pub mod settings;
+pub mod sqlite_reads;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -37,6 +37,8 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// The alert evaluator's wake-ups and the webhook.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// Reads of many rows on connections of their own, for a SQLite file.
+    pub sqlite_reads: Option<Arc<crate::sqlite_reads::SqliteReads>>,
 }
 
 impl AppState {
@@ -91,7 +93,15 @@ impl AppState {
         if let Some(conn) = db::connect_checkpointer(&settings).await? {
             crate::checkpoint::spawn(conn, crate::checkpoint::Bounds::default());
         }
+        let sqlite_reads = match crate::ingest::sqlite::path_of_url(&settings.database_url.0) {
+            Some(path) if !settings.is_postgres() => Some(crate::sqlite_reads::SqliteReads::new(
+                path,
+                std::time::Duration::from_secs(10),
+            )),
+            _ => None,
+        };
         Ok(AppState {
+            sqlite_reads,
             events,
             alerts: Arc::new(crate::alerts::Alerts::new(webhook)),
             writer,

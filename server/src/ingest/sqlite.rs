@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
@@ -91,24 +91,7 @@ pub fn open(o: &Options) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// A timestamp as sqlx stores it.
-fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
-}
-
-fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })
-}
-
-fn uuid_of(bytes: &[u8]) -> rusqlite::Result<Uuid> {
-    Uuid::from_slice(bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
-}
+use crate::sqlite_reads::{parse_time, time, uuid_of};
 
 const INSERT: &str = "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, lat, lon, \
      accuracy_m, speed_mps, heading_deg, altitude_m, battery, kind, post_id, shift_id, datum, mock, \

@@ -261,6 +261,10 @@ pub async fn get_coverage(
     let mut body: Vec<u8> =
         Vec::with_capacity(64 + figures.iter().map(|f| f.json.len() + 256).sum::<usize>());
     body.extend_from_slice(b"{\"items\":[");
+    // What repeats is written once: each post's fields, and each distinct time (shifts
+    // mostly start and end at a few times of day).
+    let mut heads: HashMap<Uuid, Vec<u8>> = HashMap::with_capacity(by_id.len());
+    let mut times: HashMap<DateTime<Utc>, Vec<u8>> = HashMap::new();
     for (k, f) in figures.iter().enumerate() {
         let p = by_id[&f.post_id];
         let hours = (f.ends_at - f.starts_at).num_seconds() as f64 / 3600.0;
@@ -269,17 +273,36 @@ pub async fn get_coverage(
         if k > 0 {
             body.push(b',');
         }
-        let head = ItemHead {
-            post_id: p.id,
-            post_code: &p.code,
-            kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
-            starts_at: f.starts_at,
-            ends_at: f.ends_at,
+        // `{"post_id":…,"post_code":…,"kind":…,` `"starts_at":…,"ends_at":…,` + `"shift_id":…}`
+        let head = match heads.entry(p.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut head = serde_json::to_vec(&ItemHead {
+                    post_id: p.id,
+                    post_code: &p.code,
+                    kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+                })
+                .map_err(ApiError::internal)?;
+                head.pop();
+                head.push(b',');
+                e.insert(head)
+            }
         };
-        serde_json::to_writer(&mut body, &head).map_err(ApiError::internal)?;
-        // `{"post_id":…,"ends_at":"…"}` + `{"shift_id":…}` → `{"post_id":…,"ends_at":"…","shift_id":…}`
-        body.pop();
-        body.push(b',');
+        body.extend_from_slice(head);
+        for (name, t) in [
+            (&b"\"starts_at\":"[..], f.starts_at),
+            (b"\"ends_at\":", f.ends_at),
+        ] {
+            body.extend_from_slice(name);
+            let text = match times.entry(t) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(serde_json::to_vec(&t).map_err(ApiError::internal)?)
+                }
+            };
+            body.extend_from_slice(text);
+            body.push(b',');
+        }
         body.extend_from_slice(&f.json.as_bytes()[1..]);
     }
     let posts_out: Vec<PostSummary> = posts
@@ -301,15 +324,13 @@ pub async fn get_coverage(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// The fields of a `GET /coverage` item that say which shift and post it is; the rest of
-/// the item is the shift's figures ([`ShiftCoverageOut`] describes the whole item).
+/// The fields of a `GET /coverage` item that say which post it is (then come the shift's
+/// start and end); the rest of the item is the shift's figures ([`ShiftCoverageOut`] describes the whole item).
 #[derive(Serialize)]
 struct ItemHead<'a> {
     post_id: Uuid,
     post_code: &'a str,
     kind: PostKind,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
 }
 
 /// The worse of two statuses, for a span with several shifts.

@@ -161,6 +161,9 @@ pub fn overlapping(from: DateTime<Utc>, to: DateTime<Utc>) -> Condition {
     Condition::all()
         .add(shift::Column::EndsAt.gt(from))
         .add(shift::Column::StartsAt.lt(to))
+        // Implied by the two above, as no shift is longer than MAX_SHIFT; it bounds the
+        // search of the index on starts_at to the span, not all shifts before its end.
+        .add(shift::Column::StartsAt.gt(from - MAX_SHIFT))
 }
 
 /// Shifts a member is on: named on them, or in their team.
