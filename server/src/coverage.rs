@@ -73,6 +73,8 @@ pub async fn mark_touched(
         .filter(shift::Column::EndsAt.lte(now - EDGE - SETTLE + chrono::Duration::seconds(1)))
         .filter(shift::Column::EndsAt.gt(first - EDGE))
         .filter(shift::Column::StartsAt.lte(last + EDGE))
+        // Implied (no shift is longer than MAX_SHIFT); bounds the index search.
+        .filter(shift::Column::StartsAt.gt(first - EDGE - crate::routes::shifts::MAX_SHIFT))
         .all(&state.db)
         .await?;
     if shifts.is_empty() {
@@ -385,7 +387,8 @@ pub async fn evaluate_streaming(
     let read = |open: &[Option<Gathering>], (a, b): (DateTime<Utc>, DateTime<Utc>)| {
         let filter = window_filter(open, &near_posts, a, b);
         let db = state.db.clone();
-        tokio::spawn(async move { read_window(&db, a, b, filter).await })
+        let reads = state.sqlite_reads.clone();
+        tokio::spawn(async move { read_window(&db, reads.as_ref(), a, b, filter).await })
     };
     let mut next = windows.first().map(|w| read(&open, *w));
     let mut evaluations = Vec::new();
@@ -534,9 +537,13 @@ fn window_filter(
     Some(any)
 }
 
-/// The fixes recorded in `[a, b)` that pass `filter` (all of them without one).
+/// The fixes recorded in `[a, b)` that pass `filter` (all of them without one). On a
+/// SQLite file they are read on a connection of their own (see [`crate::sqlite_reads`]):
+/// a window holds up to a few hundred thousand rows, and through sqlx each is a hand-off
+/// between threads.
 async fn read_window(
     db: &sea_orm::DatabaseConnection,
+    reads: Option<&Arc<crate::sqlite_reads::SqliteReads>>,
     a: DateTime<Utc>,
     b: DateTime<Utc>,
     filter: Option<Condition>,
@@ -553,6 +560,36 @@ async fn read_window(
         .filter(fix::Column::RecordedAt.lt(b));
     if let Some(f) = filter {
         q = q.filter(f);
+    }
+    if let Some(reads) = reads {
+        let statement = sea_orm::QueryTrait::build(&q, DbBackend::Sqlite);
+        let params: Vec<rusqlite::types::Value> = match &statement.values {
+            Some(values) => values
+                .0
+                .iter()
+                .map(sqlite_value)
+                .collect::<ApiResult<_>>()?,
+            None => Vec::new(),
+        };
+        let sql = statement.sql;
+        return reads
+            .read(move |conn| {
+                let mut select = conn.prepare_cached(&sql)?;
+                let mut rows = select.query(rusqlite::params_from_iter(params))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push((
+                        uuid_of(r.get_ref(0)?.as_blob()?)?,
+                        parse_time(r.get_ref(1)?.as_str()?)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ));
+                }
+                Ok(out)
+            })
+            .await;
     }
     // Row by row: a window can hold a hundred thousand fixes, and the driver's rows take
     // many times the room of the six values kept of each.
@@ -816,13 +853,17 @@ struct StoredRow {
     result: Option<String>,
 }
 
-/// A bound value of [`coverage_json_over`]'s statement as sqlx would write it to SQLite.
+/// A bound value as sqlx would write it to SQLite (the kinds the coverage reads bind).
 fn sqlite_value(v: &sea_orm::Value) -> ApiResult<rusqlite::types::Value> {
     use rusqlite::types::Value as V;
     Ok(match v {
         sea_orm::Value::Bool(Some(b)) => V::Integer(i64::from(*b)),
         sea_orm::Value::ChronoDateTimeUtc(Some(t)) => V::Text(time(*t)),
         sea_orm::Value::Uuid(Some(u)) => V::Blob(u.as_bytes().to_vec()),
+        sea_orm::Value::Double(Some(x)) => V::Real(*x),
+        sea_orm::Value::Int(Some(x)) => V::Integer(i64::from(*x)),
+        sea_orm::Value::BigInt(Some(x)) => V::Integer(*x),
+        sea_orm::Value::String(Some(x)) => V::Text(x.to_string()),
         other => {
             return Err(ApiError::internal(format!(
                 "no SQLite form for the bound value {other:?}"
@@ -891,6 +932,13 @@ pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
         .filter(
             shift::Column::EndsAt.gt(now - state.settings.sync_window - chrono::Duration::days(2)),
         )
+        // Implied by the two above (no shift is longer than MAX_SHIFT); bounds the search
+        // of the index on starts_at to the days that can still change.
+        .filter(shift::Column::StartsAt.lt(now - EDGE - SETTLE))
+        .filter(shift::Column::StartsAt.gt(now
+            - state.settings.sync_window
+            - chrono::Duration::days(2)
+            - crate::routes::shifts::MAX_SHIFT))
         .filter(shift::Column::Id.not_in_subquery(fresh))
         .order_by_asc(shift::Column::EndsAt)
         .limit(limit)

@@ -592,6 +592,7 @@ pub async fn live_board(
             shift::Entity::find()
                 .filter(shift::Column::StartsAt.lte(now))
                 .filter(shift::Column::EndsAt.gt(now))
+                .filter(shift::Column::StartsAt.gt(now - crate::routes::shifts::MAX_SHIFT))
                 .filter(shift::Column::PostId.is_in(chunk.iter().map(|p| p.id)))
                 .all(&state.db)
                 .await?,
