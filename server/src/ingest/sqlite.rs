@@ -24,6 +24,7 @@ use crate::{
         geodesy::LonLat,
         plausibility::{FixSample, Flags, StoredFix, Thresholds},
     },
+    sqlite_reads::{parse_time, time, uuid_of},
     store::fix,
 };
 
@@ -90,8 +91,6 @@ pub fn open(o: &Options) -> anyhow::Result<Connection> {
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }
-
-use crate::sqlite_reads::{parse_time, time, uuid_of};
 
 const INSERT: &str = "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, lat, lon, \
      accuracy_m, speed_mps, heading_deg, altitude_m, battery, kind, post_id, shift_id, datum, mock, \
@@ -267,4 +266,43 @@ fn neighbours(
     }
     out.retain(|_, v| !v.is_empty());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_of_a_sqlite_url_is_read_as_sqlx_reads_it() {
+        let path = |u: &str| path_of_url(u).map(|p| p.display().to_string());
+        assert_eq!(
+            path("sqlite:///srv/patrol/db.sqlite?mode=rwc").as_deref(),
+            Some("/srv/patrol/db.sqlite")
+        );
+        assert_eq!(
+            path("sqlite://patrol.db?mode=rwc").as_deref(),
+            Some("patrol.db")
+        );
+        assert_eq!(path("sqlite:patrol.db").as_deref(), Some("patrol.db"));
+        assert_eq!(
+            path("sqlite:///tmp/a%20b+c.db").as_deref(),
+            Some("/tmp/a b+c.db")
+        );
+        assert_eq!(path("sqlite::memory:"), None);
+        assert_eq!(path("sqlite://shared?mode=memory&cache=shared"), None);
+        assert_eq!(path("postgres://postgres@127.0.0.1/test"), None);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_sqlx_writes_them() {
+        let t = DateTime::parse_from_rfc3339("2026-11-28T20:01:06.186Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(time(t), "2026-11-28T20:01:06.186+00:00");
+        assert_eq!(parse_time(&time(t)).unwrap(), t);
+        let whole = DateTime::parse_from_rfc3339("2026-11-28T20:01:06Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(time(whole), "2026-11-28T20:01:06+00:00");
+    }
 }
