@@ -922,10 +922,17 @@ pub async fn store(
 /// many it computed.
 pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
     let now = Utc::now();
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    // Correlated, so that each due shift costs one lookup of its own stored figures, not a
+    // set of every stored figure ever kept built on each pass.
     let fresh = sea_orm::sea_query::Query::select()
-        .column(shift_coverage::Column::ShiftId)
+        .expr(Expr::val(1))
         .from(shift_coverage::Entity)
-        .and_where(shift_coverage::Column::Stale.eq(false))
+        .and_where(
+            Expr::col((shift_coverage::Entity, shift_coverage::Column::ShiftId))
+                .equals((shift::Entity, shift::Column::Id)),
+        )
+        .and_where(Expr::col((shift_coverage::Entity, shift_coverage::Column::Stale)).eq(false))
         .to_owned();
     let due = shift::Entity::find()
         .filter(shift::Column::EndsAt.lte(now - EDGE - SETTLE))
@@ -939,7 +946,7 @@ pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
             - state.settings.sync_window
             - chrono::Duration::days(2)
             - crate::routes::shifts::MAX_SHIFT))
-        .filter(shift::Column::Id.not_in_subquery(fresh))
+        .filter(Expr::exists(fresh).not())
         .order_by_asc(shift::Column::EndsAt)
         .limit(limit)
         .all(&state.db)
