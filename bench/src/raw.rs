@@ -257,7 +257,7 @@ pub async fn sqlite(
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        // The page cache of the server's writer connection (see `db::connect_writer`).
+        // The page cache of the server's writer connection (see `db::writer_target`).
         .pragma("cache_size", "-65536");
     let mut conn = SqliteConnection::connect_with(&options)
         .await

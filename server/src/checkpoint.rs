@@ -40,8 +40,6 @@ pub struct Checkpointed {
     pub busy: bool,
     /// Frames in the WAL.
     pub log_frames: i64,
-    /// Frames copied into the database.
-    pub copied_frames: i64,
 }
 
 /// Runs one checkpoint of the given mode (`PASSIVE`, `RESTART`, …).
@@ -59,7 +57,6 @@ pub async fn checkpoint(
     Ok(Checkpointed {
         busy: row.try_get_by_index::<i64>(0)? != 0,
         log_frames: row.try_get_by_index(1)?,
-        copied_frames: row.try_get_by_index(2)?,
     })
 }
 
@@ -190,8 +187,7 @@ mod tests {
             ..Settings::default()
         };
         let pool = db::connect(&settings).await.unwrap();
-        let crate::ingest::Target::SqliteFile(options) = db::connect_writer(&settings, &pool)
-        else {
+        let crate::ingest::Target::SqliteFile(options) = db::writer_target(&settings, &pool) else {
             panic!("a SQLite file gets a writer connection of its own");
         };
         let writer = crate::ingest::sqlite::open(&options).unwrap();

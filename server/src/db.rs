@@ -39,20 +39,18 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
 /// and read again from the file for the next group. It leaves checkpoints to
 /// [`connect_checkpointer`]'s connection (see [`crate::checkpoint`]). On PostgreSQL, and
 /// for an in-memory SQLite database, it is the pool itself.
-pub fn connect_writer(settings: &Settings, pool: &DatabaseConnection) -> crate::ingest::Target {
-    match crate::ingest::sqlite::path_of_url(&settings.database_url.0) {
-        Some(path) if !settings.is_postgres() => {
-            crate::ingest::Target::SqliteFile(crate::ingest::sqlite::Options {
-                path,
-                synchronous: match settings.sqlite_synchronous {
-                    SqliteSynchronous::Full => "FULL",
-                    SqliteSynchronous::Normal => "NORMAL",
-                },
-                cache_kib: WRITER_CACHE_KIB,
-                journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
-                busy_timeout_ms: 10_000,
-            })
-        }
+pub fn writer_target(settings: &Settings, pool: &DatabaseConnection) -> crate::ingest::Target {
+    match sqlite_file(settings) {
+        Some(path) => crate::ingest::Target::SqliteFile(crate::ingest::sqlite::Options {
+            path,
+            synchronous: match settings.sqlite_synchronous {
+                SqliteSynchronous::Full => "FULL",
+                SqliteSynchronous::Normal => "NORMAL",
+            },
+            cache_kib: WRITER_CACHE_KIB,
+            journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
+            busy_timeout_ms: 10_000,
+        }),
         _ => crate::ingest::Target::Orm(pool.clone()),
     }
 }
@@ -62,12 +60,19 @@ pub fn connect_writer(settings: &Settings, pool: &DatabaseConnection) -> crate::
 pub async fn connect_checkpointer(
     settings: &Settings,
 ) -> anyhow::Result<Option<DatabaseConnection>> {
-    if settings.is_postgres()
-        || crate::ingest::sqlite::path_of_url(&settings.database_url.0).is_none()
-    {
+    if sqlite_file(settings).is_none() {
         return Ok(None);
     }
     Ok(Some(open(settings, 1, None).await?))
+}
+
+/// The database file when the database is a SQLite file (not PostgreSQL, not in memory):
+/// the writer, the checkpoint task and the bulk reads then get connections of their own.
+pub fn sqlite_file(settings: &Settings) -> Option<std::path::PathBuf> {
+    if settings.is_postgres() {
+        return None;
+    }
+    crate::ingest::sqlite::path_of_url(&settings.database_url.0)
 }
 
 async fn open(

@@ -88,18 +88,14 @@ impl AppState {
             )?),
             None => None,
         };
-        let writer = Writer::start(db::connect_writer(&settings, &db), settings.thresholds())?;
+        let writer = Writer::start(db::writer_target(&settings, &db), settings.thresholds())?;
         // The writer leaves checkpoints of a SQLite file to this task.
         if let Some(conn) = db::connect_checkpointer(&settings).await? {
             crate::checkpoint::spawn(conn, crate::checkpoint::Bounds::default());
         }
-        let sqlite_reads = match crate::ingest::sqlite::path_of_url(&settings.database_url.0) {
-            Some(path) if !settings.is_postgres() => Some(crate::sqlite_reads::SqliteReads::new(
-                path,
-                std::time::Duration::from_secs(10),
-            )),
-            _ => None,
-        };
+        let sqlite_reads = db::sqlite_file(&settings).map(|path| {
+            crate::sqlite_reads::SqliteReads::new(path, std::time::Duration::from_secs(10))
+        });
         Ok(AppState {
             sqlite_reads,
             events,
