@@ -7,6 +7,7 @@ mod m20261129_000002_posts_and_shifts;
 mod m20261129_000003_fixes;
 mod m20261129_000004_shift_coverage;
 mod m20261129_000005_alerts;
+mod m20261129_000006_fixes_time_covering;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_fixes::Migration),
             Box::new(m20261129_000004_shift_coverage::Migration),
             Box::new(m20261129_000005_alerts::Migration),
+            Box::new(m20261129_000006_fixes_time_covering::Migration),
         ]
     }
 }

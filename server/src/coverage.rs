@@ -59,9 +59,13 @@ pub fn settled(ends_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
 /// Marks stale the stored coverage that late fixes of a member change: the settled shifts
 /// of that member whose evidence span (the shift and [`EDGE`] either side) holds one of
 /// the fixes, and the settled shifts of anyone during which one of them lies near the post.
+///
+/// `my_shifts` are the member's shifts over the sync window (id, start, end), as the
+/// check-in rules already hold them; the database is read only for fixes that lie near a
+/// post, and then only for the shifts of those posts.
 pub async fn mark_touched(
     state: &AppState,
-    member_id: Uuid,
+    my_shifts: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
     fixes: &[(DateTime<Utc>, f64, f64)],
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
@@ -69,51 +73,104 @@ pub async fn mark_touched(
         return Ok(());
     };
     let last = fixes.iter().map(|f| f.0).max().unwrap_or(first);
-    let shifts = shift::Entity::find()
-        .filter(shift::Column::EndsAt.lte(now - EDGE - SETTLE + chrono::Duration::seconds(1)))
-        .filter(shift::Column::EndsAt.gt(first - EDGE))
-        .filter(shift::Column::StartsAt.lte(last + EDGE))
-        // Implied (no shift is longer than MAX_SHIFT); bounds the index search.
-        .filter(shift::Column::StartsAt.gt(first - EDGE - crate::routes::shifts::MAX_SHIFT))
-        .all(&state.db)
-        .await?;
-    if shifts.is_empty() {
-        return Ok(());
-    }
-    let people = people_on(&state.db, &shifts).await?;
-    let post_ids: Vec<Uuid> = shifts
+    let settled_by = now - EDGE - SETTLE + chrono::Duration::seconds(1);
+    let mut touched: Vec<Uuid> = my_shifts
         .iter()
-        .map(|s| s.post_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
+        .filter(|(_, starts_at, ends_at)| {
+            *ends_at <= settled_by
+                && fixes
+                    .iter()
+                    .any(|&(t, _, _)| *starts_at - EDGE <= t && t < *ends_at + EDGE)
+        })
+        .map(|(id, _, _)| *id)
         .collect();
-    let mut boxes: HashMap<Uuid, NearBox> = HashMap::new();
-    for chunk in post_ids.chunks(500) {
-        for p in post::Entity::find()
-            .filter(post::Column::Id.is_in(chunk.iter().copied()))
-            .all(&state.db)
-            .await?
-        {
-            boxes.insert(p.id, NearBox::of(&p, state.settings.max_accuracy_m));
+    let boxes = state.post_boxes.get(state).await?;
+    let near: HashSet<Uuid> = fixes
+        .iter()
+        .flat_map(|&(_, lat, lon)| boxes.grid.containing(lat, lon).map(|slot| boxes.ids[slot]))
+        .collect();
+    if !near.is_empty() {
+        let near: Vec<Uuid> = near.into_iter().collect();
+        for chunk in near.chunks(500) {
+            let shifts = shift::Entity::find()
+                .filter(shift::Column::PostId.is_in(chunk.iter().copied()))
+                .filter(shift::Column::EndsAt.lte(settled_by))
+                .filter(shift::Column::EndsAt.gt(first))
+                .filter(shift::Column::StartsAt.lte(last))
+                // Implied (no shift is longer than MAX_SHIFT); bounds the index search.
+                .filter(shift::Column::StartsAt.gt(first - crate::routes::shifts::MAX_SHIFT))
+                .all(&state.db)
+                .await?;
+            touched.extend(
+                shifts
+                    .iter()
+                    .filter(|s| {
+                        boxes.slot.get(&s.post_id).is_some_and(|&slot| {
+                            let b = boxes.grid.boxes[slot];
+                            fixes.iter().any(|&(t, lat, lon)| {
+                                s.starts_at <= t && t < s.ends_at && b.contains(lat, lon)
+                            })
+                        })
+                    })
+                    .map(|s| s.id),
+            );
         }
     }
-    let touched: Vec<Uuid> = shifts
-        .iter()
-        .filter(|s| {
-            let mine = people.get(&s.id).is_some_and(|m| m.contains(&member_id));
-            fixes.iter().any(|&(t, lat, lon)| {
-                (mine && s.starts_at - EDGE <= t && t < s.ends_at + EDGE)
-                    || (s.starts_at <= t
-                        && t < s.ends_at
-                        && boxes.get(&s.post_id).is_some_and(|b| b.contains(lat, lon)))
-            })
-        })
-        .map(|s| s.id)
-        .collect();
     if touched.is_empty() {
         return Ok(());
     }
+    touched.sort_unstable();
+    touched.dedup();
     mark_stale(state, &touched).await
+}
+
+/// How long the boxes around posts are reused before the posts are read again (changes
+/// made by this process drop them at once).
+const POST_BOXES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The boxes around every post in which a fix is evidence, found by position.
+pub struct NearPosts {
+    grid: Grid,
+    /// The post of each box.
+    ids: Vec<Uuid>,
+    /// The box of each post.
+    slot: HashMap<Uuid, usize>,
+}
+
+/// [`NearPosts`], kept for [`POST_BOXES_TTL`].
+#[derive(Default)]
+pub struct PostBoxes(Mutex<Option<(std::time::Instant, Arc<NearPosts>)>>);
+
+impl PostBoxes {
+    /// Forgets the boxes (a post changed).
+    pub fn clear(&self) {
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = None;
+        }
+    }
+
+    async fn get(&self, state: &AppState) -> ApiResult<Arc<NearPosts>> {
+        if let Ok(kept) = self.0.lock()
+            && let Some((at, boxes)) = kept.as_ref()
+            && at.elapsed() < POST_BOXES_TTL
+        {
+            return Ok(boxes.clone());
+        }
+        let posts = post::Entity::find().all(&state.db).await?;
+        let ids: Vec<Uuid> = posts.iter().map(|p| p.id).collect();
+        let slot = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let grid = Grid::new(
+            posts
+                .iter()
+                .map(|p| NearBox::of(p, state.settings.max_accuracy_m))
+                .collect(),
+        );
+        let boxes = Arc::new(NearPosts { grid, ids, slot });
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = Some((std::time::Instant::now(), boxes.clone()));
+        }
+        Ok(boxes)
+    }
 }
 
 /// Prepared posts by id, rebuilt when a post changes.
@@ -173,6 +230,9 @@ const WINDOW: chrono::Duration = chrono::Duration::hours(1);
 const MAX_NAMED_MEMBERS: usize = 64;
 /// Shifts evaluated together on one blocking thread.
 const EVALUATE_BATCH: usize = 64;
+/// Windows read at once, each on a connection of its own (on SQLite), ahead of the one
+/// whose rows are being handed to the shifts.
+const READ_AHEAD: usize = 2;
 
 /// A fix as read for coverage: the six columns the rule needs.
 type FixRow = (Uuid, DateTime<Utc>, f64, f64, f64, i32);
@@ -214,6 +274,7 @@ impl NearBox {
 
 /// The boxes around posts, found by position through a grid of cells.
 struct Grid {
+    boxes: Vec<NearBox>,
     cells: HashMap<(i64, i64), Vec<usize>>,
     /// Boxes too large for the grid, tested for every position.
     wide: Vec<usize>,
@@ -248,17 +309,33 @@ impl Grid {
                 }
             }
         }
-        Grid { cells, wide }
+        Grid { boxes, cells, wide }
     }
 
-    /// The boxes that may contain a position (each still to be tested).
-    fn at(&self, lat: f64, lon: f64) -> impl Iterator<Item = usize> + '_ {
+    /// The boxes (by slot) that contain a position.
+    fn containing(&self, lat: f64, lon: f64) -> impl Iterator<Item = usize> + '_ {
         self.cells
             .get(&(Self::cell(lat), Self::cell(lon)))
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .chain(&self.wide)
             .copied()
+            .filter(move |&slot| self.boxes[slot].contains(lat, lon))
+    }
+}
+
+/// What a window read keeps of the rows it steps through, decided on the reading thread
+/// so that rows of nobody's shift far from every post (most of a day when every phone
+/// reports all day) are never handed on: the fixes of the members of the shifts whose
+/// span touches the window, and anyone's near a post.
+struct Keep {
+    members: HashSet<Uuid>,
+    grid: Arc<Grid>,
+}
+
+impl Keep {
+    fn keeps(&self, member_id: &Uuid, lat: f64, lon: f64) -> bool {
+        self.members.contains(member_id) || self.grid.containing(lat, lon).next().is_some()
     }
 }
 
@@ -381,22 +458,37 @@ pub async fn evaluate_streaming(
         }
         out
     };
-    let grid = Grid::new(near_posts.iter().map(|(n, _)| *n).collect());
+    let grid = Arc::new(Grid::new(near_posts.iter().map(|(n, _)| *n).collect()));
     // Fixes near each post (by slot), in the time still needed by its open shifts.
     let mut evidence: Vec<Vec<FixIn>> = vec![Vec::new(); near_posts.len()];
+    // A window's filter is taken from the shifts still open when its read starts: a
+    // superset of those its rows can bear on, since only shifts the windows have passed
+    // are closed.
     let read = |open: &[Option<Gathering>], (a, b): (DateTime<Utc>, DateTime<Utc>)| {
-        let filter = window_filter(open, &near_posts, a, b);
+        let (filter, members) = window_filter(open, &near_posts, a, b);
+        let keep = Keep {
+            members,
+            grid: grid.clone(),
+        };
         let db = state.db.clone();
         let reads = state.sqlite_reads.clone();
-        tokio::spawn(async move { read_window(&db, reads.as_ref(), a, b, filter).await })
+        tokio::spawn(async move { read_window(&db, reads.as_ref(), a, b, filter, keep).await })
     };
-    let mut next = windows.first().map(|w| read(&open, *w));
+    let mut pending: std::collections::VecDeque<_> = windows
+        .iter()
+        .take(READ_AHEAD)
+        .map(|w| read(&open, *w))
+        .collect();
     let mut evaluations = Vec::new();
     for (k, &(_, b)) in windows.iter().enumerate() {
-        let Some(pending) = next.take() else { break };
-        let rows = pending.await.map_err(ApiError::internal)??;
+        let Some(reading) = pending.pop_front() else {
+            break;
+        };
+        let rows = reading.await.map_err(ApiError::internal)??;
         let read_rows = rows.len();
-        next = windows.get(k + 1).map(|w| read(&open, *w));
+        if let Some(w) = windows.get(k + READ_AHEAD) {
+            pending.push_back(read(&open, *w));
+        }
         for (member_id, recorded_at, lat, lon, accuracy_m, flags) in rows {
             let fix = FixIn {
                 member_id,
@@ -417,10 +509,8 @@ pub async fn evaluate_streaming(
             }
             // Anyone's fix near a post, kept once per post however many of its shifts
             // overlap; each shift takes those during it when it is evaluated.
-            for slot in grid.at(lat, lon) {
-                if near_posts[slot].0.contains(lat, lon) {
-                    evidence[slot].push(fix);
-                }
+            for slot in grid.containing(lat, lon) {
+                evidence[slot].push(fix);
             }
         }
         // Every shift whose span the windows have passed is complete.
@@ -502,13 +592,14 @@ fn spawn_evaluation(
 }
 
 /// Which fixes of `[a, b)` to read: the members of the shifts whose span touches it, and
-/// anything in the box around the posts of the shifts running in it.
+/// anything in the box around the posts of the shifts running in it. Answers the condition
+/// for the database (none when the members are too many to name) and those members.
 fn window_filter(
     open: &[Option<Gathering>],
     near_posts: &[(NearBox, Vec<usize>)],
     a: DateTime<Utc>,
     b: DateTime<Utc>,
-) -> Option<Condition> {
+) -> (Option<Condition>, HashSet<Uuid>) {
     let mut members: HashSet<Uuid> = HashSet::new();
     let mut near: Option<NearBox> = None;
     for g in open.iter().flatten() {
@@ -521,11 +612,11 @@ fn window_filter(
         }
     }
     if members.len() > MAX_NAMED_MEMBERS {
-        return None;
+        return (None, members);
     }
     let mut any = Condition::any();
     if !members.is_empty() {
-        any = any.add(fix::Column::MemberId.is_in(members));
+        any = any.add(fix::Column::MemberId.is_in(members.iter().copied()));
     }
     if let Some(n) = near {
         any = any.add(
@@ -534,20 +625,23 @@ fn window_filter(
                 .add(fix::Column::Lon.between(n.min_lon, n.max_lon)),
         );
     }
-    Some(any)
+    (Some(any), members)
 }
 
-/// The fixes recorded in `[a, b)` that pass `filter` (all of them without one). On a
-/// SQLite file they are read on a connection of their own (see [`crate::sqlite_reads`]):
-/// a window holds up to a few hundred thousand rows, and through sqlx each is a hand-off
-/// between threads.
+/// The fixes recorded in `[a, b)` that pass `filter` (all of them without one) and that
+/// `keep` keeps. On a SQLite file they are read on a connection of their own (see
+/// [`crate::sqlite_reads`]): a window holds up to a few hundred thousand rows, and through
+/// sqlx each is a hand-off between threads.
 async fn read_window(
     db: &sea_orm::DatabaseConnection,
     reads: Option<&Arc<crate::sqlite_reads::SqliteReads>>,
     a: DateTime<Utc>,
     b: DateTime<Utc>,
     filter: Option<Condition>,
+    keep: Keep,
 ) -> ApiResult<Vec<FixRow>> {
+    // The columns of the index on recorded_at, which carries them, so the read never looks
+    // a row up in the table.
     let mut q = fix::Entity::find()
         .select_only()
         .column(fix::Column::MemberId)
@@ -578,11 +672,16 @@ async fn read_window(
                 let mut rows = select.query(rusqlite::params_from_iter(params))?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
+                    let member_id = uuid_of(r.get_ref(0)?.as_blob()?)?;
+                    let (lat, lon): (f64, f64) = (r.get(2)?, r.get(3)?);
+                    if !keep.keeps(&member_id, lat, lon) {
+                        continue;
+                    }
                     out.push((
-                        uuid_of(r.get_ref(0)?.as_blob()?)?,
+                        member_id,
                         parse_time(r.get_ref(1)?.as_str()?)?,
-                        r.get(2)?,
-                        r.get(3)?,
+                        lat,
+                        lon,
                         r.get(4)?,
                         r.get(5)?,
                     ));
@@ -596,7 +695,9 @@ async fn read_window(
     let mut rows = q.into_tuple::<FixRow>().stream(db).await?;
     let mut out = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        out.push(row);
+        if keep.keeps(&row.0, row.2, row.3) {
+            out.push(row);
+        }
     }
     Ok(out)
 }

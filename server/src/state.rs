@@ -31,6 +31,8 @@ pub struct AppState {
     pub member_contexts: Arc<crate::routes::checkins::MemberContexts>,
     /// Posts prepared for the coverage rule.
     pub prepared_posts: Arc<crate::coverage::PreparedPosts>,
+    /// The boxes around posts, for telling which stored coverage a late fix touches.
+    pub post_boxes: Arc<crate::coverage::PostBoxes>,
     /// Wakes the coverage updater when late fixes arrive.
     pub coverage_wakeup: Arc<tokio::sync::Notify>,
     /// Live events: publishing, history and subscribers.
@@ -53,6 +55,11 @@ impl AppState {
     /// Call after changing shifts, teams or members: cached views of them are dropped.
     pub fn rosters_changed(&self) {
         self.member_contexts.clear();
+    }
+
+    /// Call after changing posts: cached views of them are dropped.
+    pub fn posts_changed(&self) {
+        self.post_boxes.clear();
     }
 }
 
@@ -104,6 +111,7 @@ impl AppState {
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),
+            post_boxes: Arc::default(),
             coverage_wakeup: Arc::default(),
             db,
             settings: Arc::new(settings),

@@ -550,6 +550,7 @@ pub async fn ingest(
     let good: Vec<&Candidate> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
     let mut mobility = Mobility::Foot;
+    let mut my_shifts = Vec::new();
     if !good.is_empty() {
         let from = good
             .iter()
@@ -602,6 +603,7 @@ pub async fn ingest(
             });
         }
         mobility = context.mobility;
+        my_shifts = context.shifts;
     }
     let written = state
         .writer
@@ -642,7 +644,7 @@ pub async fn ingest(
         })
         .collect();
     if !late.is_empty() {
-        crate::coverage::mark_touched(state, member_id, &late, now).await?;
+        crate::coverage::mark_touched(state, &my_shifts, &late, now).await?;
     }
     let mut written = written.into_iter();
     Ok(checked

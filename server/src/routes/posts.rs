@@ -442,6 +442,7 @@ pub async fn create_post(
         )));
     }
     let model = insert_post(&state.db, &req, &g, &r).await?;
+    state.posts_changed();
     Ok((StatusCode::CREATED, axum::Json(model.into())))
 }
 
@@ -574,7 +575,9 @@ pub async fn patch_post(
     }
     apply_requirements(&mut active, &r);
     active.updated_at = Set(Utc::now());
-    Ok(axum::Json(active.update(&state.db).await?.into()))
+    let updated = active.update(&state.db).await?;
+    state.posts_changed();
+    Ok(axum::Json(updated.into()))
 }
 
 /// Deletes a post that no shift refers to.
@@ -601,6 +604,7 @@ pub async fn delete_post(
         )));
     }
     post::Entity::delete_by_id(id).exec(&state.db).await?;
+    state.posts_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -927,5 +931,6 @@ pub async fn import_posts(
 ) -> ApiResult<axum::Json<ImportReport>> {
     user.require_manager()?;
     let report = import_collection(&state, &user.scope_prefix(), &body, q.datum, |_| {}).await?;
+    state.posts_changed();
     Ok(axum::Json(report))
 }
