@@ -19,8 +19,11 @@ use crate::{
 /// Prepared statements kept per SQLite connection.
 const SQLITE_STATEMENT_CACHE: usize = 24;
 
-/// Bytes the WAL file is cut back to after each reset.
-const SQLITE_WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+/// Bytes the WAL file is cut back to after each reset. Above the size at which the
+/// checkpoint task starts the WAL again ([`crate::checkpoint::RESTART_OVER_BYTES`]), so that
+/// in steady ingest the file keeps its blocks and the writer writes over them instead of
+/// having the file cut and its blocks allocated again after every reset.
+const SQLITE_WAL_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 
 /// Page cache of the writer's SQLite connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
