@@ -96,6 +96,10 @@ impl Tails {
         if fixes.len() > keep {
             fixes.drain(..fixes.len() - keep);
         }
+        // `known` can hold a whole batch (a thousand fixes); kept with that capacity, every
+        // member's tail held the room of its largest batch, about 700 MiB for a day of
+        // 11,000 phones uploading in batches.
+        fixes.shrink_to_fit();
         let loaded = loaded
             .or_else(|| self.0.get(&member).map(|t| t.loaded))
             .unwrap_or_else(std::time::Instant::now);
@@ -605,5 +609,38 @@ mod tests {
             assert_eq!(flat, rows);
             assert!(chunks.iter().all(|c| INSERT_SIZES.contains(&c.len())));
         }
+    }
+
+    #[test]
+    fn a_tail_keeps_the_latest_fixes_and_not_the_room_of_a_whole_batch() {
+        let start = DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let batch: Vec<StoredFix> = (0..1000)
+            .rev()
+            .map(|i| StoredFix {
+                sample: FixSample {
+                    recorded_at: start + chrono::Duration::seconds(i),
+                    position: LonLat {
+                        lon: 108.95,
+                        lat: 34.25,
+                    },
+                    accuracy_m: 5.0,
+                    speed_mps: None,
+                },
+                flags: Flags::empty(),
+            })
+            .collect();
+        let member = Uuid::now_v7();
+        let mut tails = Tails::default();
+        tails.set(member, Some(batch), 14, None);
+        let tail = &tails.0[&member].fixes;
+        assert_eq!(tail.len(), 14);
+        assert!(tail.capacity() < 100, "capacity {}", tail.capacity());
+        assert_eq!(
+            tail.last().map(|f| f.sample.recorded_at),
+            Some(start + chrono::Duration::seconds(999))
+        );
+        assert!(tail.is_sorted_by_key(|f| f.sample.recorded_at));
     }
 }
