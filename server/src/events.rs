@@ -49,6 +49,85 @@ const MAX_PAYLOAD: usize = 7000;
 const CHECKIN_QUEUE: usize = 4096;
 /// Event batches waiting for the database; more are dropped.
 const PUBLISH_QUEUE: usize = 4096;
+/// Stored fixes waiting to be described as events, over all queued batches; more are
+/// dropped. A batch holds up to a thousand fixes, so counting batches alone let a
+/// describer that fell behind a heavy upload hold gigabytes.
+const MAX_QUEUED_CHECKINS: usize = 100_000;
+/// Events waiting for the database (PostgreSQL), over all queued batches; more are dropped.
+const MAX_QUEUED_EVENTS: usize = 100_000;
+
+/// How many items the batches in a queue hold between them, against a limit.
+#[derive(Debug)]
+struct QueuedItems {
+    held: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl QueuedItems {
+    fn new(max: usize) -> Arc<QueuedItems> {
+        Arc::new(QueuedItems {
+            held: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Counts `n` more items in, unless that would pass the limit.
+    fn admit(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.held
+            .fetch_update(Relaxed, Relaxed, |held| {
+                (held + n <= self.max).then_some(held + n)
+            })
+            .is_ok()
+    }
+
+    /// Counts `n` items out (taken from the queue, or never sent).
+    fn release(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .held
+            .fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(n)));
+    }
+}
+
+/// The sending side of a queue of batches bounded by the items they hold.
+#[derive(Clone, Debug)]
+struct BoundedSender<T> {
+    tx: mpsc::Sender<Vec<T>>,
+    queued: Arc<QueuedItems>,
+}
+
+impl<T> BoundedSender<T> {
+    /// Queues a batch without waiting; false (and the batch dropped) when the queue is full.
+    fn try_send(&self, batch: Vec<T>) -> bool {
+        let n = batch.len();
+        if !self.queued.admit(n) {
+            return false;
+        }
+        if self.tx.try_send(batch).is_err() {
+            self.queued.release(n);
+            return false;
+        }
+        true
+    }
+}
+
+/// A queue of batches that holds at most `max_items` items and `max_batches` batches.
+fn bounded<T>(
+    max_batches: usize,
+    max_items: usize,
+) -> (BoundedSender<T>, mpsc::Receiver<Vec<T>>, Arc<QueuedItems>) {
+    let (tx, rx) = mpsc::channel(max_batches);
+    let queued = QueuedItems::new(max_items);
+    (
+        BoundedSender {
+            tx,
+            queued: queued.clone(),
+        },
+        rx,
+        queued,
+    )
+}
 /// How long a member's name and unit are trusted for check-in events.
 const NAME_TTL: Duration = Duration::from_secs(60);
 
@@ -297,8 +376,8 @@ fn with_id(e: NewEvent, id: u64) -> Event {
 pub struct Events {
     /// This process's history and subscribers.
     pub hub: Arc<Hub>,
-    checkins: mpsc::Sender<Vec<fix::Model>>,
-    remote: Option<mpsc::Sender<Vec<NewEvent>>>,
+    checkins: BoundedSender<fix::Model>,
+    remote: Option<BoundedSender<NewEvent>>,
 }
 
 impl Events {
@@ -309,7 +388,7 @@ impl Events {
         database_url: &str,
         capacity: usize,
     ) -> anyhow::Result<Events> {
-        let (checkin_tx, checkin_rx) = mpsc::channel(CHECKIN_QUEUE);
+        let (checkin_tx, checkin_rx, checkins_queued) = bounded(CHECKIN_QUEUE, MAX_QUEUED_CHECKINS);
         let (hub, remote) = if db.get_database_backend() == DbBackend::Postgres {
             let mut listener = sea_orm::sqlx::postgres::PgListener::connect(database_url).await?;
             listener.listen(CHANNEL).await?;
@@ -325,8 +404,8 @@ impl Events {
             let floor = if called { last.max(0) as u64 } else { 0 };
             let hub = Arc::new(Hub::new(capacity, floor));
             tokio::spawn(listen(listener, hub.clone()));
-            let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-            tokio::spawn(publish_to_postgres(db.clone(), rx));
+            let (tx, rx, queued) = bounded(PUBLISH_QUEUE, MAX_QUEUED_EVENTS);
+            tokio::spawn(publish_to_postgres(db.clone(), rx, queued));
             (hub, Some(tx))
         } else {
             let start = Utc::now().timestamp_micros().max(0) as u64;
@@ -337,7 +416,12 @@ impl Events {
             checkins: checkin_tx,
             remote,
         };
-        tokio::spawn(describe_checkins(db, events.clone(), checkin_rx));
+        tokio::spawn(describe_checkins(
+            db,
+            events.clone(),
+            checkin_rx,
+            checkins_queued,
+        ));
         Ok(events)
     }
 
@@ -349,7 +433,7 @@ impl Events {
         match &self.remote {
             None => self.hub.deliver_local(events),
             Some(tx) => {
-                if tx.try_send(events).is_err() {
+                if !tx.try_send(events) {
                     tracing::warn!("the event queue is full; events dropped");
                 }
             }
@@ -361,7 +445,7 @@ impl Events {
         if fixes.is_empty() {
             return;
         }
-        if self.checkins.try_send(fixes).is_err() {
+        if !self.checkins.try_send(fixes) {
             tracing::warn!("the check-in event queue is full; events dropped");
         }
     }
@@ -389,7 +473,11 @@ async fn listen(mut listener: sea_orm::sqlx::postgres::PgListener, hub: Arc<Hub>
 }
 
 /// Sends queued events with `NOTIFY`, taking their ids under the publishers' lock.
-async fn publish_to_postgres(db: DatabaseConnection, mut rx: mpsc::Receiver<Vec<NewEvent>>) {
+async fn publish_to_postgres(
+    db: DatabaseConnection,
+    mut rx: mpsc::Receiver<Vec<NewEvent>>,
+    queued: Arc<QueuedItems>,
+) {
     while let Some(mut events) = rx.recv().await {
         while events.len() < 10_000 {
             match rx.try_recv() {
@@ -397,6 +485,7 @@ async fn publish_to_postgres(db: DatabaseConnection, mut rx: mpsc::Receiver<Vec<
                 Err(_) => break,
             }
         }
+        queued.release(events.len());
         let mut attempt = 0;
         loop {
             match notify(&db, &events).await {
@@ -492,6 +581,7 @@ async fn describe_checkins(
     db: DatabaseConnection,
     events: Events,
     mut rx: mpsc::Receiver<Vec<fix::Model>>,
+    queued: Arc<QueuedItems>,
 ) {
     let mut members: HashMap<Uuid, Named> = HashMap::new();
     let mut posts: HashMap<Uuid, (Instant, String)> = HashMap::new();
@@ -502,6 +592,7 @@ async fn describe_checkins(
                 Err(_) => break,
             }
         }
+        queued.release(fixes.len());
         if let Err(e) = name_members(&db, &fixes, &mut members).await {
             tracing::warn!(error = %e, "reading members for check-in events failed");
         }
@@ -657,6 +748,25 @@ pub fn post_status_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_holds_at_most_its_items_and_frees_them_when_taken() {
+        let (tx, mut rx, queued) = bounded::<u32>(100, 5);
+        assert!(tx.try_send(vec![1, 2, 3]));
+        // Three held: two more fit, three do not, and a refused batch is not counted.
+        assert!(!tx.try_send(vec![4, 5, 6]));
+        assert!(tx.try_send(vec![4, 5]));
+        assert!(!tx.try_send(vec![6]));
+        let taken = rx.try_recv().expect("a batch is queued");
+        assert_eq!(taken, vec![1, 2, 3]);
+        queued.release(taken.len());
+        assert!(tx.try_send(vec![6, 7, 8]));
+        assert!(!tx.try_send(vec![9]));
+        // Full in batches as well as in items.
+        let (tx, _rx, _) = bounded::<u32>(1, 100);
+        assert!(tx.try_send(vec![1]));
+        assert!(!tx.try_send(vec![2]));
+    }
 
     fn new_event(member: Option<Uuid>, path: Option<&str>) -> NewEvent {
         NewEvent {
