@@ -121,7 +121,40 @@ pub async fn mark_touched(
     }
     touched.sort_unstable();
     touched.dedup();
-    mark_stale(state, &touched).await
+    // The fixes are stored by now: a database too busy to take the mark (a long stream of
+    // writes can hold SQLite's write lock past the busy timeout) must not fail their
+    // request. The updater marks them instead, and reads treat them as stale meanwhile.
+    if let Err(e) = mark_stale(state, &touched).await {
+        tracing::warn!(error = %e, shifts = touched.len(), "marking stored coverage stale failed; the updater will mark it");
+        state.deferred_stale.add(&touched);
+        state.coverage_wakeup.notify_one();
+    }
+    Ok(())
+}
+
+/// Shifts whose stored figures late fixes changed but could not be marked stale at once;
+/// the updater marks them, and reads compute them from the fixes until then.
+#[derive(Default)]
+pub struct DeferredStale(Mutex<HashSet<Uuid>>);
+
+impl DeferredStale {
+    fn add(&self, ids: &[Uuid]) {
+        if let Ok(mut set) = self.0.lock() {
+            set.extend(ids.iter().copied());
+        }
+    }
+
+    fn take(&self) -> Vec<Uuid> {
+        self.0
+            .lock()
+            .map(|mut set| set.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// The shifts waiting to be marked (usually none).
+    fn snapshot(&self) -> HashSet<Uuid> {
+        self.0.lock().map(|set| set.clone()).unwrap_or_default()
+    }
 }
 
 /// How long the boxes around posts are reused before the posts are read again (changes
@@ -728,9 +761,10 @@ pub async fn coverage_of(
 ) -> ApiResult<Vec<ShiftCoverage>> {
     let now = Utc::now();
     let mut stored: HashMap<Uuid, ShiftCoverage> = HashMap::new();
+    let deferred = state.deferred_stale.snapshot();
     let finished: Vec<Uuid> = shifts
         .iter()
-        .filter(|s| settled(s.ends_at, now))
+        .filter(|s| settled(s.ends_at, now) && !deferred.contains(&s.id))
         .map(|s| s.id)
         .collect();
     for chunk in finished.chunks(500) {
@@ -875,6 +909,7 @@ pub async fn coverage_json_over(
     };
     let mut out: Vec<Option<ShiftFigures>> = Vec::with_capacity(rows.len());
     let mut missing: Vec<(usize, Uuid)> = Vec::new();
+    let deferred = state.deferred_stale.snapshot();
     for row in rows {
         let StoredRow {
             shift_id,
@@ -886,7 +921,11 @@ pub async fn coverage_json_over(
         } = row;
         // Anything that does not look like what `store` writes is computed again.
         let stored = match (status, result) {
-            (Some(status), Some(json)) if settled(ends_at, now) && is_stored_object(&json) => {
+            (Some(status), Some(json))
+                if settled(ends_at, now)
+                    && is_stored_object(&json)
+                    && !deferred.contains(&shift_id) =>
+            {
                 Status::parse(&status).map(|status| (status, json))
             }
             _ => None,
@@ -1092,6 +1131,13 @@ pub async fn rebuild(
 pub fn spawn_updater(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            let deferred = state.deferred_stale.take();
+            if !deferred.is_empty()
+                && let Err(e) = mark_stale(&state, &deferred).await
+            {
+                tracing::warn!(error = %e, "marking stored coverage stale failed; will try again");
+                state.deferred_stale.add(&deferred);
+            }
             match update_finished(&state, 200).await {
                 Ok(n) if n >= 200 => continue,
                 Ok(_) => {}

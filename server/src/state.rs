@@ -33,6 +33,8 @@ pub struct AppState {
     pub prepared_posts: Arc<crate::coverage::PreparedPosts>,
     /// The boxes around posts, for telling which stored coverage a late fix touches.
     pub post_boxes: Arc<crate::coverage::PostBoxes>,
+    /// Stored coverage that late fixes changed, still to be marked stale.
+    pub deferred_stale: Arc<crate::coverage::DeferredStale>,
     /// Wakes the coverage updater when late fixes arrive.
     pub coverage_wakeup: Arc<tokio::sync::Notify>,
     /// Live events: publishing, history and subscribers.
@@ -112,6 +114,7 @@ impl AppState {
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),
             post_boxes: Arc::default(),
+            deferred_stale: Arc::default(),
             coverage_wakeup: Arc::default(),
             db,
             settings: Arc::new(settings),
