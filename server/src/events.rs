@@ -57,7 +57,6 @@ const MAX_QUEUED_CHECKINS: usize = 100_000;
 const MAX_QUEUED_EVENTS: usize = 100_000;
 
 /// How many items the batches in a queue hold between them, against a limit.
-#[derive(Debug)]
 struct QueuedItems {
     held: std::sync::atomic::AtomicUsize,
     max: usize,
@@ -91,7 +90,7 @@ impl QueuedItems {
 }
 
 /// The sending side of a queue of batches bounded by the items they hold.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct BoundedSender<T> {
     tx: mpsc::Sender<Vec<T>>,
     queued: Arc<QueuedItems>,

@@ -795,6 +795,7 @@ pub async fn import_collection(
         report.results.push(result);
         progress(index + 1);
     }
+    state.posts_changed();
     Ok(report)
 }
 
@@ -931,6 +932,5 @@ pub async fn import_posts(
 ) -> ApiResult<axum::Json<ImportReport>> {
     user.require_manager()?;
     let report = import_collection(&state, &user.scope_prefix(), &body, q.datum, |_| {}).await?;
-    state.posts_changed();
     Ok(axum::Json(report))
 }
