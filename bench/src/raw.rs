@@ -1,7 +1,9 @@
 //! The raw insert ceiling: rows like the server's written straight into the same
-//! database's `fixes` table, 1,000 rows per multi-row INSERT, one transaction each, on one
-//! connection with the server's durability settings (SQLite: WAL, synchronous FULL, and the 64 MiB page cache of
-//! the server's writer connection).
+//! database's `fixes` table, 1,000 rows per transaction, on one connection with the
+//! server's durability settings. The rows come as the batch workloads send them: runs of
+//! a thousand consecutive fixes of one member, the members in turn. On SQLite they go in
+//! as the server's writer puts them (prepared single-row INSERTs through rusqlite, WAL,
+//! synchronous FULL, the writer's 64 MiB page cache); on PostgreSQL as 1,000-row INSERTs.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{
-    Connection, Postgres, QueryBuilder, Row, Sqlite,
+    Connection, Postgres, QueryBuilder, Row,
     postgres::PgConnection,
     sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
@@ -17,6 +19,8 @@ use uuid::Uuid;
 
 /// Most rows in one INSERT statement (SQLite allows 32,766 parameters; a row has 19).
 const ROWS_PER_STATEMENT: usize = 1000;
+/// Consecutive rows of one member, as in a batch of the batch workloads.
+const RUN_ROWS: u64 = 1000;
 
 const COLUMNS: &str = "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, \
      lat, lon, accuracy_m, speed_mps, heading_deg, altitude_m, battery, kind, post_id, shift_id, \
@@ -77,9 +81,12 @@ fn make_rows(
 ) -> Vec<Row19> {
     (0..n as u64)
         .map(|k| {
+            // Like the batch workloads: runs of RUN_ROWS consecutive fixes of one member,
+            // a second apart, the members in turn.
             let i = first + k;
-            let m = (i % members.len() as u64) as usize;
-            let step = i / members.len() as u64;
+            let run = i / RUN_ROWS;
+            let m = (run % members.len() as u64) as usize;
+            let step = (run / members.len() as u64) * RUN_ROWS + i % RUN_ROWS;
             Row19 {
                 id: Uuid::now_v7(),
                 member_id: members[m],
@@ -362,6 +369,31 @@ pub async fn sqlite(
         texts.source
     );
 
+    conn.close().await.ok();
+
+    // The rows go in as the server's writer puts them: one prepared single-row INSERT
+    // after another on a connection of rusqlite's, with the writer's pragmas.
+    let db =
+        rusqlite::Connection::open(file).with_context(|| format!("opening {}", file.display()))?;
+    db.busy_timeout(Duration::from_secs(10))?;
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -65536;",
+    )?;
+    let sync: i64 = db.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        bail!("SQLite came up with synchronous={sync}; wanted 2 (FULL)");
+    }
+    let sql = format!(
+        "{COLUMNS} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+         ?16, ?17, ?18, ?19)"
+    );
+    let id = |u: &Uuid| -> rusqlite::types::Value {
+        match id_storage {
+            IdStorage::Text => rusqlite::types::Value::Text(u.hyphenated().to_string()),
+            IdStorage::Blob => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
+        }
+    };
     let base = Utc::now() - TimeDelta::days(30);
     let mut txn_us = Vec::with_capacity(total / per_txn + 1);
     let cpu_before = (crate::cpu::machine_busy_ticks(), crate::cpu::own_ticks());
@@ -371,50 +403,41 @@ pub async fn sqlite(
         let n = per_txn.min(total - written as usize);
         let t0 = Instant::now();
         let rows = make_rows(&members, written, n, base, Utc::now());
-        let mut tx = conn.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::<Sqlite>::new(COLUMNS);
-            qb.push_values(chunk, |mut b, r| {
-                match id_storage {
-                    IdStorage::Text => {
-                        b.push_bind(r.id.hyphenated().to_string())
-                            .push_bind(r.member_id.hyphenated().to_string())
-                            .push_bind(r.client_id.hyphenated().to_string());
-                    }
-                    IdStorage::Blob => {
-                        b.push_bind(r.id.as_bytes().to_vec())
-                            .push_bind(r.member_id.as_bytes().to_vec())
-                            .push_bind(r.client_id.as_bytes().to_vec());
-                    }
-                }
-                b.push_bind(ts.format(r.recorded_at))
-                    .push_bind(ts_received.format(r.received_at))
-                    .push_bind(r.lat)
-                    .push_bind(r.lon)
-                    .push_bind(8.0_f64)
-                    .push_bind(Some(1.0_f64))
-                    .push_bind(None::<f64>)
-                    .push_bind(None::<f64>)
-                    .push_bind(None::<f64>)
-                    .push_bind(texts.kind.clone())
-                    .push_bind(None::<String>)
-                    .push_bind(None::<String>)
-                    .push_bind(texts.datum.clone())
-                    .push_bind(false)
-                    .push_bind(0_i32)
-                    .push_bind(texts.source.clone());
-            });
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .context("raw INSERT into fixes")?;
+        let tx = db.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached(&sql)?;
+            for r in &rows {
+                insert
+                    .execute(rusqlite::params![
+                        id(&r.id),
+                        id(&r.member_id),
+                        id(&r.client_id),
+                        ts.format(r.recorded_at),
+                        ts_received.format(r.received_at),
+                        r.lat,
+                        r.lon,
+                        8.0_f64,
+                        Some(1.0_f64),
+                        None::<f64>,
+                        None::<f64>,
+                        None::<f64>,
+                        texts.kind,
+                        None::<Vec<u8>>,
+                        None::<Vec<u8>>,
+                        texts.datum,
+                        false,
+                        0_i32,
+                        texts.source,
+                    ])
+                    .context("raw INSERT into fixes")?;
+            }
         }
-        tx.commit().await?;
+        tx.commit()?;
         txn_us.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
         written += n as u64;
     }
     let took = started.elapsed();
-    conn.close().await.ok();
+    drop(db);
     Ok(summarize(
         cpu_before, written, per_txn, took, txn_us, storage,
     ))
