@@ -94,7 +94,9 @@ impl FixKind {
 #[derive(Deserialize, ToSchema, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct CheckinIn {
-    /// A UUID made on the device; the same fix sent again is stored once.
+    /// A UUID made on the device; the same fix sent again is stored once. Any version is
+    /// accepted; time-ordered ids (UUID v7, made when the fix is taken) cost the server
+    /// less to store than random ones.
     pub client_id: Uuid,
     /// Device time of the fix, RFC 3339; not more than 5 minutes ahead of the server,
     /// not older than the sync window (7 days by default).
