@@ -29,6 +29,8 @@ pub struct Member {
     /// `Bearer <access token>`.
     pub auth: HeaderValue,
     next_recorded_at: DateTime<Utc>,
+    /// Client ids time-ordered (UUID v7) instead of random (v4).
+    pub ordered_client_ids: bool,
     steps: u64,
     lat0: f64,
     lon0: f64,
@@ -42,6 +44,7 @@ impl Member {
             auth: HeaderValue::from_str(&format!("Bearer {token}"))
                 .expect("a token is a valid header value"),
             next_recorded_at: first_recorded_at,
+            ordered_client_ids: false,
             steps: 0,
             lat0: 34.22 + (index % 16) as f64 * 0.001,
             lon0: 108.95 + (index / 16) as f64 * 0.001,
@@ -64,7 +67,11 @@ impl Member {
         let _ = write!(
             out,
             r#"{{"client_id":"{}","recorded_at":"{}","lat":{:.7},"lon":{:.7},"accuracy_m":8.0,"speed_mps":1.0}}"#,
-            uuid::Uuid::new_v4(),
+            if self.ordered_client_ids {
+                uuid::Uuid::now_v7()
+            } else {
+                uuid::Uuid::new_v4()
+            },
             recorded_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             lat,
             self.lon0,

@@ -78,6 +78,10 @@ struct Args {
     /// Skip the check-in workloads (only the baselines)
     #[arg(long)]
     baselines_only: bool,
+    /// Send time-ordered client ids (UUID v7) instead of random ones (v4, the default and
+    /// what the targets are judged on)
+    #[arg(long)]
+    ordered_client_ids: bool,
     #[command(subcommand)]
     command: Option<Workload>,
 }
@@ -309,7 +313,9 @@ async fn drive(
     let first = Utc::now() - TRACK_START;
     let mut members = Vec::with_capacity(users);
     for (i, token) in tokens.into_iter().enumerate() {
-        members.push(Member::new(i, &token?, first));
+        let mut member = Member::new(i, &token?, first);
+        member.ordered_client_ids = args.ordered_client_ids;
+        members.push(member);
     }
 
     let checkins_route = checkins_in_openapi(addr).await;
@@ -357,13 +363,11 @@ async fn drive(
         ));
         measured.push(m);
     }
-    Ok(Report::new(
-        args.seconds,
-        args.warmup,
-        users,
-        checkins_route,
-        measured,
-    ))
+    let mut report = Report::new(args.seconds, args.warmup, users, checkins_route, measured);
+    if args.ordered_client_ids {
+        report.client_ids = "time-ordered (v7)";
+    }
+    Ok(report)
 }
 
 async fn login(addr: std::net::SocketAddr, username: &str) -> anyhow::Result<String> {

@@ -56,6 +56,8 @@ pub struct Report {
     pub warmup_seconds: u64,
     /// Members created and logged in.
     pub members: usize,
+    /// How the fixes' client ids were made: `random (v4)` or `time-ordered (v7)`.
+    pub client_ids: &'static str,
     /// Whether the server's OpenAPI document lists `/api/v1/checkins`.
     pub checkins_route_in_openapi: bool,
     /// The HTTP workloads, in the order run.
@@ -96,6 +98,7 @@ impl Report {
             seconds_per_workload: seconds,
             warmup_seconds: warmup,
             members,
+            client_ids: "random (v4)",
             checkins_route_in_openapi: checkins_route,
             workloads,
             raw: None,
@@ -190,9 +193,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{}, {} members, {}, load average {} at the start; the load generator (2 tokio workers) shares the cores with the server",
+            "{}, {} members, client ids {}, {}, load average {} at the start; the load generator (2 tokio workers) shares the cores with the server",
             self.patrol_version,
             self.members,
+            self.client_ids,
             self.date,
             self.load_average_at_start
                 .map_or("-".into(), |l| format!("{l:.2}"))
