@@ -241,7 +241,10 @@ pub fn settings_of(state: &AppState) -> CoverageSettings {
 }
 
 /// Marks the stored coverage of these shifts out of date.
-pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> ApiResult<()> {
+///
+/// Its callers carry on when it fails (the updater marks the shifts later), so the error
+/// is returned as the database gave it, for their warning, and not logged as a fault.
+pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> Result<(), sea_orm::DbErr> {
     for chunk in shift_ids.chunks(500) {
         shift_coverage::Entity::update_many()
             .col_expr(shift_coverage::Column::Stale, Expr::value(true))
