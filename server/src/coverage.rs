@@ -245,14 +245,26 @@ pub fn settings_of(state: &AppState) -> CoverageSettings {
 /// Its callers carry on when it fails (the updater marks the shifts later), so the error
 /// is returned as the database gave it, for their warning, and not logged as a fault.
 pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> Result<(), sea_orm::DbErr> {
-    for chunk in shift_ids.chunks(500) {
+    mark_stale_on(&state.db, shift_coverage::Column::ShiftId, shift_ids).await?;
+    state.coverage_wakeup.notify_one();
+    Ok(())
+}
+
+/// Marks out of date, on `db` (the pool or a transaction), the stored coverage whose
+/// `column` (`ShiftId` or `PostId`) is one of `ids`: after a late fix, a corrected roster
+/// or a changed post. The caller wakes the updater once the change is committed.
+pub async fn mark_stale_on<C: ConnectionTrait>(
+    db: &C,
+    column: shift_coverage::Column,
+    ids: &[Uuid],
+) -> Result<(), sea_orm::DbErr> {
+    for chunk in ids.chunks(500) {
         shift_coverage::Entity::update_many()
             .col_expr(shift_coverage::Column::Stale, Expr::value(true))
-            .filter(shift_coverage::Column::ShiftId.is_in(chunk.iter().copied()))
-            .exec(&state.db)
+            .filter(column.is_in(chunk.iter().copied()))
+            .exec(db)
             .await?;
     }
-    state.coverage_wakeup.notify_one();
     Ok(())
 }
 

@@ -309,6 +309,58 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_or_post_corrected_after_the_shift_changes_its_stored_figures() {
+    let w = World::new().await;
+    let end = now_s() - Duration::hours(2);
+    let start = end - Duration::hours(1);
+    let k = w.kiosk("K1", json!({})).await;
+    let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
+    w.send(
+        "kiosk1",
+        (0..60)
+            .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
+            .collect(),
+    )
+    .await;
+    let c = w.coverage(k, start, end).await;
+    assert_eq!(c["status"], "met", "{c}");
+    assert!(!stored(&w.s, &[shift]).await[0].0, "stored and fresh");
+
+    // The roster named the wrong officer: corrected the next day, the shift was missed.
+    let a =
+        w.s.patch(
+            &format!("/api/v1/shifts/{shift}"),
+            &w.org.admin,
+            json!({"member_ids": [w.org.members["vol1"]]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+    let c = w.coverage(k, start, end).await;
+    assert_eq!(c["status"], "missed", "the corrected roster counts: {c}");
+    assert_eq!(c["excluded"]["not_member"], 60, "{c}");
+
+    // Back to the right officer, and the kiosk moved 500 m: nobody was at the new place.
+    w.s.patch(
+        &format!("/api/v1/shifts/{shift}"),
+        &w.org.admin,
+        json!({"member_ids": [w.org.members["kiosk1"]]}),
+    )
+    .await;
+    assert_eq!(w.coverage(k, start, end).await["status"], "met");
+    let (lon, lat) = at(500.0, 0.0);
+    let a =
+        w.s.patch(
+            &format!("/api/v1/posts/{k}"),
+            &w.org.admin,
+            json!({"geometry": {"type": "Point", "coordinates": [lon, lat]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+    let c = w.coverage(k, start, end).await;
+    assert_eq!(c["status"], "missed", "the moved post counts: {c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_board_reports_and_scope() {
     let w = World::new().await;
     let end = now_s() - Duration::minutes(20);

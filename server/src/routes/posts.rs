@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use crate::{
     pagination::{Page, PageRequest},
     routes::units::referenced_unit,
     state::AppState,
-    store::{post, shift, unit},
+    store::{post, shift, shift_coverage, unit},
     validate,
 };
 
@@ -575,8 +575,13 @@ pub async fn patch_post(
     }
     apply_requirements(&mut active, &r);
     active.updated_at = Set(Utc::now());
-    let updated = active.update(&state.db).await?;
+    // Figures stored for the post's shifts as it was are out of date.
+    let txn = state.db.begin().await?;
+    let updated = active.update(&txn).await?;
+    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
+    txn.commit().await?;
     state.posts_changed();
+    state.coverage_wakeup.notify_one();
     Ok(axum::Json(updated.into()))
 }
 
@@ -795,7 +800,15 @@ pub async fn import_collection(
         report.results.push(result);
         progress(index + 1);
     }
+    let updated: Vec<Uuid> = report
+        .results
+        .iter()
+        .filter(|r| matches!(r.status, ImportStatus::Updated))
+        .filter_map(|r| r.id)
+        .collect();
+    crate::coverage::mark_stale_on(&state.db, shift_coverage::Column::PostId, &updated).await?;
     state.posts_changed();
+    state.coverage_wakeup.notify_one();
     Ok(report)
 }
 

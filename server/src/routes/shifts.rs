@@ -31,7 +31,7 @@ use crate::{
         units::present,
     },
     state::AppState,
-    store::{post, shift, shift_member, team, team_member, unit},
+    store::{post, shift, shift_coverage, shift_member, team, team_member, unit},
 };
 
 /// Longest shift.
@@ -572,8 +572,12 @@ pub async fn patch_shift(
     if let Some(m) = &members {
         set_named(&txn, id, m).await?;
     }
+    // Figures stored for the shift as it was are out of date (a roster corrected after
+    // the shift ended is the usual case).
+    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::ShiftId, &[id]).await?;
     txn.commit().await?;
     state.rosters_changed();
+    state.coverage_wakeup.notify_one();
     let mut answers = answer_many(&state.db, vec![updated]).await?;
     answers
         .pop()
