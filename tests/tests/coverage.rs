@@ -91,6 +91,23 @@ impl World {
         id(&self.s.post("/api/v1/shifts", &self.org.admin, body).await)
     }
 
+    /// Kiosk K1 with an hour's shift of kiosk1's that ended two hours ago, kiosk1 at the
+    /// kiosk with a fix every minute of it: (post, shift, start, end).
+    async fn kiosk_staffed_an_hour(&self) -> (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>) {
+        let end = now_s() - Duration::hours(2);
+        let start = end - Duration::hours(1);
+        let k = self.kiosk("K1", json!({})).await;
+        let shift = self.shift(k, start, end, &["kiosk1"], json!({})).await;
+        self.send(
+            "kiosk1",
+            (0..60)
+                .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
+                .collect(),
+        )
+        .await;
+        (k, shift, start, end)
+    }
+
     async fn send(&self, who: &str, fixes: Vec<Value>) {
         let token = self.s.token(who).await;
         for chunk in fixes.chunks(1000) {
@@ -311,17 +328,7 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roster_or_post_corrected_after_the_shift_changes_its_stored_figures() {
     let w = World::new().await;
-    let end = now_s() - Duration::hours(2);
-    let start = end - Duration::hours(1);
-    let k = w.kiosk("K1", json!({})).await;
-    let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
-    w.send(
-        "kiosk1",
-        (0..60)
-            .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
-            .collect(),
-    )
-    .await;
+    let (k, shift, start, end) = w.kiosk_staffed_an_hour().await;
     let c = w.coverage(k, start, end).await;
     assert_eq!(c["status"], "met", "{c}");
     assert!(!stored(&w.s, &[shift]).await[0].0, "stored and fresh");
@@ -563,17 +570,7 @@ async fn a_finished_shift_is_answered_from_stored_figures_without_its_fixes() {
     use patrol_server::store::fix;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let w = World::new().await;
-    let end = now_s() - Duration::hours(2);
-    let start = end - Duration::hours(1);
-    let k = w.kiosk("K1", json!({})).await;
-    let shift = w.shift(k, start, end, &["kiosk1"], json!({})).await;
-    w.send(
-        "kiosk1",
-        (0..60)
-            .map(|i| fix(start + Duration::minutes(i), 0.0, 0.0))
-            .collect(),
-    )
-    .await;
+    let (k, shift, start, end) = w.kiosk_staffed_an_hour().await;
     let first = w.coverage(k, start, end).await;
     assert_eq!(first["status"], "met", "{first}");
     assert_eq!(first["eligible_fixes"], 60);
