@@ -8,6 +8,7 @@ mod m20261129_000003_fixes;
 mod m20261129_000004_shift_coverage;
 mod m20261129_000005_alerts;
 mod m20261129_000006_fixes_time_covering;
+mod m20261130_000007_shifts_span_covering;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_shift_coverage::Migration),
             Box::new(m20261129_000005_alerts::Migration),
             Box::new(m20261129_000006_fixes_time_covering::Migration),
+            Box::new(m20261130_000007_shifts_span_covering::Migration),
         ]
     }
 }

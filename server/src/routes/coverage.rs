@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::{extract::State, http::header, response::IntoResponse};
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -142,7 +142,7 @@ pub struct PostSummary {
 /// Coverage over a span.
 #[derive(Serialize, ToSchema)]
 pub struct CoverageReport {
-    /// Per shift, by start.
+    /// Per shift, by start (then end, post id and shift id).
     pub items: Vec<ShiftCoverageOut>,
     /// Per post, by code.
     pub posts: Vec<PostSummary>,
@@ -158,6 +158,20 @@ async fn posts_for(
     unit_id: Option<Uuid>,
     kind: Option<PostKind>,
 ) -> ApiResult<Vec<post::Model>> {
+    Ok(posts_query(state, user, post_id, unit_id, kind)
+        .await?
+        .all(&state.db)
+        .await?)
+}
+
+/// The query of the posts in scope matching the filters, by code.
+async fn posts_query(
+    state: &AppState,
+    user: &AuthUser,
+    post_id: Option<Uuid>,
+    unit_id: Option<Uuid>,
+    kind: Option<PostKind>,
+) -> ApiResult<sea_orm::Select<post::Entity>> {
     let mut q = post::Entity::find()
         .filter(post_scope_condition(&user.scope_prefix()))
         .order_by_asc(post::Column::Code);
@@ -178,7 +192,39 @@ async fn posts_for(
     if let Some(k) = kind {
         q = q.filter(post::Column::Kind.eq(k.as_str()));
     }
-    Ok(q.all(&state.db).await?)
+    Ok(q)
+}
+
+/// What `GET /coverage` needs of a post: not its geometry, the bulk of a post's row.
+struct PostHead {
+    id: Uuid,
+    code: String,
+    kind: PostKind,
+}
+
+/// The [`PostHead`]s of the posts in scope matching the filters, by code.
+async fn post_heads_for(
+    state: &AppState,
+    user: &AuthUser,
+    post_id: Option<Uuid>,
+    unit_id: Option<Uuid>,
+    kind: Option<PostKind>,
+) -> ApiResult<Vec<PostHead>> {
+    let rows: Vec<(Uuid, String, String)> = posts_query(state, user, post_id, unit_id, kind)
+        .await?
+        .select_only()
+        .columns([post::Column::Id, post::Column::Code, post::Column::Kind])
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, code, kind)| PostHead {
+            id,
+            code,
+            kind: PostKind::parse(&kind).unwrap_or(PostKind::Kiosk),
+        })
+        .collect())
 }
 
 /// Shifts of these posts overlapping the span, by start.
@@ -240,8 +286,8 @@ pub async fn get_coverage(
 ) -> ApiResult<axum::response::Response> {
     user.require_manager()?;
     check(&q)?;
-    let posts = posts_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
-    let by_id: HashMap<Uuid, &post::Model> = posts.iter().map(|p| (p.id, p)).collect();
+    let posts = post_heads_for(&state, &user, q.post_id, q.unit_id, q.kind).await?;
+    let by_id: HashMap<Uuid, &PostHead> = posts.iter().map(|p| (p.id, p)).collect();
     // Everything in scope is named only when that is a narrower question than all posts.
     let all_posts = q.post_id.is_none()
         && q.unit_id.is_none()
@@ -280,7 +326,7 @@ pub async fn get_coverage(
                 let mut head = serde_json::to_vec(&ItemHead {
                     post_id: p.id,
                     post_code: &p.code,
-                    kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+                    kind: p.kind,
                 })
                 .map_err(ApiError::internal)?;
                 head.pop();
@@ -311,7 +357,7 @@ pub async fn get_coverage(
             per_post.remove(&p.id).map(|tally| PostSummary {
                 post_id: p.id,
                 post_code: p.code.clone(),
-                kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+                kind: p.kind,
                 tally,
             })
         })
