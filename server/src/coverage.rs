@@ -10,6 +10,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
+use rustc_hash::{FxHashMap, FxHashSet};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, Statement,
@@ -377,7 +378,7 @@ impl Grid {
 /// reports all day) are never handed on: the fixes of the members of the shifts whose
 /// span touches the window, and anyone's near a post.
 struct Keep {
-    members: HashSet<Uuid>,
+    members: FxHashSet<Uuid>,
     grid: Arc<Grid>,
 }
 
@@ -452,7 +453,7 @@ pub async fn evaluate_streaming(
     let settings = settings_of(state);
 
     let mut open: Vec<Option<Gathering>> = Vec::with_capacity(shifts.len());
-    let mut by_member: HashMap<Uuid, Vec<usize>> = HashMap::new();
+    let mut by_member: FxHashMap<Uuid, Vec<usize>> = FxHashMap::default();
     let mut post_slot: HashMap<Uuid, usize> = HashMap::new();
     let mut near_posts: Vec<(NearBox, Vec<usize>)> = Vec::new();
     for (i, s) in shifts.iter().enumerate() {
@@ -647,8 +648,8 @@ fn window_filter(
     near_posts: &[(NearBox, Vec<usize>)],
     a: DateTime<Utc>,
     b: DateTime<Utc>,
-) -> (Option<Condition>, HashSet<Uuid>) {
-    let mut members: HashSet<Uuid> = HashSet::new();
+) -> (Option<Condition>, FxHashSet<Uuid>) {
+    let mut members: FxHashSet<Uuid> = FxHashSet::default();
     let mut near: Option<NearBox> = None;
     for g in open.iter().flatten() {
         if g.reads_from < b && g.reads_until > a {
