@@ -37,6 +37,7 @@ export class Board {
     this.units = new Map();
     this.status = null;
     this.alerts = [];
+    this.alertsMore = false;
     this.alertsAvailable = true;
     this.alertKey = '';
     this.ackTarget = null;
@@ -61,6 +62,7 @@ export class Board {
     this.posts = [];
     this.status = null;
     this.alerts = [];
+    this.alertsMore = false;
     this.alertKey = '';
     fill($('board-posts'));
     fill($('alerts'));
@@ -75,9 +77,16 @@ export class Board {
 
   async refreshAlerts() {
     try {
-      const page = await api.get('/alerts?state=open&limit=200');
+      // The newest 200 open alerts, with every open SOS first: a flood of newer alerts
+      // (members silent when a shift starts) must never push an SOS off the list.
+      const [sos, page] = await Promise.all([
+        api.get('/alerts?state=open&kind=sos&limit=200'),
+        api.get('/alerts?state=open&limit=200'),
+      ]);
       this.alertsAvailable = true;
-      this.alerts = page.items;
+      const first = new Set(sos.items.map((a) => a.id));
+      this.alerts = [...sos.items, ...page.items.filter((a) => !first.has(a.id))];
+      this.alertsMore = Boolean(page.next_cursor);
     } catch (e) {
       if (e.status !== 404) throw e;
       // A server without the alerts endpoint: say so instead of an empty list.
@@ -112,7 +121,12 @@ export class Board {
 
   applyAlert(action, alert) {
     const others = this.alerts.filter((a) => a.id !== alert.id);
-    this.alerts = action === 'raised' && alert.state === 'open' ? [alert, ...others] : others;
+    // A new alert goes first, after the open SOS alerts unless it is one.
+    const sos = others.filter((a) => a.kind === 'sos');
+    const rest = others.filter((a) => a.kind !== 'sos');
+    this.alerts = action === 'raised' && alert.state === 'open'
+      ? (alert.kind === 'sos' ? [alert, ...sos, ...rest] : [...sos, alert, ...rest])
+      : others;
     this.renderAlerts();
   }
 
@@ -197,7 +211,10 @@ export class Board {
   renderAlerts() {
     $('alerts-note').textContent = this.alertsAvailable ? '' : 'This server does not raise alerts yet.';
     const key = JSON.stringify(this.alerts.map((a) => a.id));
-    $('alerts-count').textContent = this.alertsAvailable ? String(this.alerts.length) : '';
+    // More open alerts than listed: say so rather than give the listed number as the total.
+    $('alerts-count').textContent = this.alertsAvailable
+      ? `${this.alerts.length}${this.alertsMore ? '+' : ''}`
+      : '';
     if (key === this.alertKey) return; // Unchanged: keep focus where it is.
     this.alertKey = key;
     const focused = document.activeElement && document.activeElement.closest('#alerts') !== null;
