@@ -575,13 +575,8 @@ pub async fn patch_post(
     }
     apply_requirements(&mut active, &r);
     active.updated_at = Set(Utc::now());
-    // Figures stored for the post's shifts as it was are out of date.
-    let txn = state.db.begin().await?;
-    let updated = active.update(&txn).await?;
-    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
-    txn.commit().await?;
+    let updated = update_post(&state, id, active).await?;
     state.posts_changed();
-    state.coverage_wakeup.notify_one();
     Ok(axum::Json(updated.into()))
 }
 
@@ -800,16 +795,24 @@ pub async fn import_collection(
         report.results.push(result);
         progress(index + 1);
     }
-    let updated: Vec<Uuid> = report
-        .results
-        .iter()
-        .filter(|r| matches!(r.status, ImportStatus::Updated))
-        .filter_map(|r| r.id)
-        .collect();
-    crate::coverage::mark_stale_on(&state.db, shift_coverage::Column::PostId, &updated).await?;
     state.posts_changed();
-    state.coverage_wakeup.notify_one();
     Ok(report)
+}
+
+/// Writes a changed post and, in the same transaction, marks out of date the figures
+/// stored for its shifts as it was (geometry and requirements decide them), then wakes the
+/// updater to compute them again.
+async fn update_post(
+    state: &AppState,
+    id: Uuid,
+    active: post::ActiveModel,
+) -> ApiResult<post::Model> {
+    let txn = state.db.begin().await?;
+    let updated = active.update(&txn).await?;
+    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
+    txn.commit().await?;
+    state.coverage_wakeup.notify_one();
+    Ok(updated)
 }
 
 type FeatureOutcome = Result<(ImportStatus, Uuid, String), Vec<FieldError>>;
@@ -915,7 +918,7 @@ async fn import_feature(
             apply_geometry(&mut active, &g);
             apply_requirements(&mut active, &r);
             active.updated_at = Set(Utc::now());
-            active.update(&state.db).await?;
+            update_post(state, id, active).await?;
             Ok(Ok((ImportStatus::Updated, id, props.code)))
         }
     }
