@@ -859,29 +859,26 @@ pub async fn coverage_json_over(
         to.into(),
         (from - crate::routes::shifts::MAX_SHIFT).into(),
     ];
-    let mut posts = String::new();
+    // The posts as bound parameters: `$5,$6,…`.
+    let mut posts = Vec::new();
     if let Some(ids) = post_ids {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        for (k, id) in ids.iter().enumerate() {
+        for id in ids {
             values.push((*id).into());
-            posts.push_str(if k == 0 { " AND {p}post_id IN (" } else { "," });
-            posts.push_str(&format!("${}", values.len()));
+            posts.push(format!("${}", values.len()));
         }
-        posts.push(')');
     }
     // The span (and the posts) as a condition on the columns `post_id`, `starts_at` and
-    // `ends_at` of the table `p` names (`shifts` and `shift_coverage` both have them).
+    // `ends_at` of the table whose prefix is `p` (`shifts` and `shift_coverage` both have
+    // them).
     let span = |p: &str| {
-        let sql = format!("{p}ends_at > $2 AND {p}starts_at < $3 AND {p}starts_at > $4")
-            + &posts.replace("{p}", p);
-        if backend == DbBackend::Sqlite {
-            // SQLite numbers its parameters `?NNN`.
-            sql.replace('$', "?")
-        } else {
-            sql
+        let mut sql = format!("{p}ends_at > $2 AND {p}starts_at < $3 AND {p}starts_at > $4");
+        if !posts.is_empty() {
+            sql.push_str(&format!(" AND {p}post_id IN ({})", posts.join(",")));
         }
+        sql
     };
     let rows: Vec<StoredRow> = match &state.sqlite_reads {
         Some(reads) => {
@@ -892,13 +889,16 @@ pub async fn coverage_json_over(
             // Both are read in one transaction, so they see the same state of the database.
             let span = span("");
             // In the order of the index `idx_shifts_span`, which covers the statement.
+            // SQLite numbers its parameters `?NNN`.
             let shifts_sql = format!(
                 "SELECT id, post_id, starts_at, ends_at FROM shifts WHERE {span} \
                  ORDER BY starts_at, ends_at, post_id, id"
-            );
+            )
+            .replace('$', "?");
             let stored_sql = format!(
-                "SELECT shift_id, status, result FROM shift_coverage WHERE stale = ?1 AND {span}"
-            );
+                "SELECT shift_id, status, result FROM shift_coverage WHERE stale = $1 AND {span}"
+            )
+            .replace('$', "?");
             let params: Vec<rusqlite::types::Value> =
                 values.iter().map(sqlite_value).collect::<ApiResult<_>>()?;
             reads
@@ -938,17 +938,15 @@ pub async fn coverage_json_over(
                 .await?
         }
         None => {
-            let sql = format!(
+            let mut sql = format!(
                 "SELECT s.id, s.post_id, s.starts_at, s.ends_at, c.status, c.result \
-                 FROM shifts s LEFT JOIN shift_coverage c ON c.shift_id = s.id AND c.stale = {} \
+                 FROM shifts s LEFT JOIN shift_coverage c ON c.shift_id = s.id AND c.stale = $1 \
                  WHERE {} ORDER BY s.starts_at, s.ends_at, s.post_id, s.id",
-                if backend == DbBackend::Sqlite {
-                    "?1"
-                } else {
-                    "$1"
-                },
                 span("s."),
             );
+            if backend == DbBackend::Sqlite {
+                sql = sql.replace('$', "?");
+            }
             state
                 .db
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
