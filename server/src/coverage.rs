@@ -279,9 +279,18 @@ const WINDOW: chrono::Duration = chrono::Duration::hours(1);
 const MAX_NAMED_MEMBERS: usize = 64;
 /// Shifts evaluated together on one blocking thread.
 const EVALUATE_BATCH: usize = 64;
-/// Windows read at once, each on a connection of its own (on SQLite), ahead of the one
-/// whose rows are being handed to the shifts.
-const READ_AHEAD: usize = 2;
+/// Windows read at once on a SQLite file, each on a connection of its own (see
+/// [`crate::sqlite_reads`]), ahead of the one whose rows are being handed to the shifts.
+/// With the day in memory two keep both cores busy; with the file on disk each read spends
+/// most of its time waiting for pages, and more reads at once keep the disk busy instead
+/// (full worst-case day, rebuild with the file out of the page cache: 31–35 s with 2,
+/// 22–24 s with 4, 16–19 s with 8, 15 s with 16; in memory 6.5–7.1 s with 2, 6.6–7.3 s
+/// with 8, 7.3–7.5 s with 16). Each holds the rows it keeps of an hour, tens of MiB on
+/// such a day.
+const READ_AHEAD: usize = 8;
+/// Windows read at once through the pool (PostgreSQL, an in-memory SQLite database): each
+/// holds one of its connections for the whole read, and requests need the rest.
+const READ_AHEAD_POOLED: usize = 2;
 
 /// A fix as read for coverage: the six columns the rule needs.
 type FixRow = (Uuid, DateTime<Utc>, f64, f64, f64, i32);
@@ -523,9 +532,14 @@ pub async fn evaluate_streaming(
         let reads = state.sqlite_reads.clone();
         tokio::spawn(async move { read_window(&db, reads.as_ref(), a, b, filter, keep).await })
     };
+    let read_ahead = if state.sqlite_reads.is_some() {
+        READ_AHEAD
+    } else {
+        READ_AHEAD_POOLED
+    };
     let mut pending: std::collections::VecDeque<_> = windows
         .iter()
-        .take(READ_AHEAD)
+        .take(read_ahead)
         .map(|w| read(&open, *w))
         .collect();
     let mut evaluations = Vec::new();
@@ -535,7 +549,7 @@ pub async fn evaluate_streaming(
         };
         let rows = reading.await.map_err(ApiError::internal)??;
         let read_rows = rows.len();
-        if let Some(w) = windows.get(k + READ_AHEAD) {
+        if let Some(w) = windows.get(k + read_ahead) {
             pending.push_back(read(&open, *w));
         }
         for (member_id, recorded_at, lat, lon, accuracy_m, flags) in rows {

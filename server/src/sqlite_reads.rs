@@ -14,8 +14,10 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Idle connections kept.
-const MAX_IDLE: usize = 4;
+/// Idle connections kept: enough for the windows a coverage pass reads at once
+/// ([`crate::coverage`]'s read-ahead) and a request or two beside it, so that a pass does
+/// not open connections again.
+const MAX_IDLE: usize = 10;
 
 /// Read-only connections to one SQLite file, opened as needed and kept for reuse.
 pub struct SqliteReads {
