@@ -287,7 +287,7 @@ const EVALUATE_BATCH: usize = 64;
 /// 22–24 s with 4, 16–19 s with 8, 15 s with 16; in memory 6.5–7.1 s with 2, 6.6–7.3 s
 /// with 8, 7.3–7.5 s with 16). Each holds the rows it keeps of an hour, tens of MiB on
 /// such a day.
-const READ_AHEAD: usize = 8;
+pub(crate) const READ_AHEAD: usize = 8;
 /// Windows read at once through the pool (PostgreSQL, an in-memory SQLite database): each
 /// holds one of its connections for the whole read, and requests need the rest.
 const READ_AHEAD_POOLED: usize = 2;

@@ -14,10 +14,9 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Idle connections kept: enough for the windows a coverage pass reads at once
-/// ([`crate::coverage`]'s read-ahead) and a request or two beside it, so that a pass does
-/// not open connections again.
-const MAX_IDLE: usize = 10;
+/// Idle connections kept: enough for the windows a coverage pass reads at once and a
+/// request or two beside it, so that a pass does not open connections again.
+const MAX_IDLE: usize = crate::coverage::READ_AHEAD + 2;
 
 /// Read-only connections to one SQLite file, opened as needed and kept for reuse.
 pub struct SqliteReads {
