@@ -144,6 +144,20 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the database could not take the request for a moment (a
+    /// lock held past the wait allowed). Logged as a warning: it passes, and is no fault.
+    pub fn database_busy(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "database busy");
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                "the database is busy; try again shortly",
+            )
+        }
+    }
+
     /// 500: a fault of the server. The cause is logged here and never sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -174,8 +188,33 @@ impl From<DbErr> for ApiError {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => ApiError::conflict(
                 "the record is still referenced by other records, or refers to one that does not exist",
             ),
+            _ if is_busy(&err) => ApiError::database_busy(err),
             _ => ApiError::internal(err),
         }
+    }
+}
+
+/// Whether the database gave up waiting for a lock: SQLite's `SQLITE_BUSY` or
+/// `SQLITE_LOCKED` (another connection held the write lock past the busy timeout), or
+/// PostgreSQL's serialization failure, deadlock or lock not available.
+fn is_busy(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+        return false;
+    };
+    let code = db.code().unwrap_or_default();
+    if db
+        .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // The extended result code; its low byte is the primary one.
+        code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+    } else {
+        matches!(code.as_ref(), "40001" | "40P01" | "55P03")
     }
 }
 

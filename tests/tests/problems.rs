@@ -266,3 +266,70 @@ async fn hostile_strings_never_cause_a_server_error() {
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| format!("%{b:02X}")).collect()
 }
+
+/// A database that gives up waiting for a lock (SQLite's write lock held past the busy
+/// timeout; PostgreSQL's lock not available) is answered with 503 and `Retry-After`, not
+/// as a fault of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_busy_with_a_lock_is_a_503_to_retry() {
+    use axum::response::IntoResponse;
+    use patrol_server::error::ApiError;
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, TransactionTrait};
+
+    let (url, _db) = api_tests::fresh_database().await;
+    let mut options = ConnectOptions::new(url.clone());
+    options.map_sqlx_sqlite_opts(|o| o.busy_timeout(std::time::Duration::from_millis(50)));
+    let holder = Database::connect(options.clone()).await.unwrap();
+    let waiter = Database::connect(options).await.unwrap();
+    holder
+        .execute_unprepared("CREATE TABLE busy_probe (n INTEGER)")
+        .await
+        .unwrap();
+
+    let held = holder.begin().await.unwrap();
+    let postgres = api_tests::on_postgres();
+    if postgres {
+        held.execute_unprepared("LOCK TABLE busy_probe IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+    } else {
+        held.execute_unprepared("INSERT INTO busy_probe VALUES (1)")
+            .await
+            .unwrap();
+    }
+    let err = if postgres {
+        let t = waiter.begin().await.unwrap();
+        t.execute_unprepared("LOCK TABLE busy_probe IN ACCESS EXCLUSIVE MODE NOWAIT")
+            .await
+            .unwrap_err()
+    } else {
+        waiter
+            .execute_unprepared("INSERT INTO busy_probe VALUES (2)")
+            .await
+            .unwrap_err()
+    };
+    let response = ApiError::from(err).into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "database_busy");
+
+    // Once the lock is gone the same write goes through.
+    held.rollback().await.unwrap();
+    waiter
+        .execute_unprepared("INSERT INTO busy_probe VALUES (3)")
+        .await
+        .unwrap();
+    // Other database errors stay faults of the server.
+    let other = waiter
+        .execute_unprepared("INSERT INTO no_such_table VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ApiError::from(other).into_response().status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
