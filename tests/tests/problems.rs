@@ -317,7 +317,7 @@ async fn a_database_busy_with_a_lock_is_a_503_to_retry() {
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["code"], "database_busy");
 
-    // Once the lock is gone the same write goes through.
+    // Once the lock is gone a write goes through.
     held.rollback().await.unwrap();
     waiter
         .execute_unprepared("INSERT INTO busy_probe VALUES (3)")
