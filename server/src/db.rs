@@ -29,7 +29,8 @@ const SQLITE_WAL_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
-/// timeout on every connection; both backends are then checked for durable commits.
+/// timeout on every connection, PostgreSQL a `lock_timeout` of the same length; both
+/// backends are then checked for durable commits.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     open(settings, settings.db_max_connections, None).await
 }
@@ -52,7 +53,8 @@ pub fn writer_target(settings: &Settings, pool: &DatabaseConnection) -> crate::i
             },
             cache_kib: WRITER_CACHE_KIB,
             journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
-            busy_timeout_ms: 10_000,
+            busy_timeout_ms: u64::try_from(settings.db_lock_timeout.as_millis())
+                .unwrap_or(u64::MAX),
         }),
         _ => crate::ingest::Target::Orm(pool.clone()),
     }
@@ -94,6 +96,13 @@ async fn open(
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
     let synchronous = settings.sqlite_synchronous;
+    let lock_timeout = settings.db_lock_timeout;
+    // A statement waiting for a lock gives up after the same time on both backends, and the
+    // request is answered 503 `database_busy` (see `crate::error`). On PostgreSQL this is a
+    // startup option, as sea-orm sends its `statement_timeout`.
+    options.map_sqlx_postgres_opts(move |opts| {
+        opts.options([("lock_timeout", lock_timeout.as_millis().to_string())])
+    });
     options.map_sqlx_sqlite_opts(move |opts| {
         let opts = match cache_kib {
             // A negative cache_size is in KiB.
@@ -106,7 +115,7 @@ async fn open(
                 SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(lock_timeout)
             .create_if_missing(true)
             // Prepared statements are kept per connection. Some of ours are large (a
             // coverage read names thousands of members), and a hundred of those per

@@ -196,9 +196,16 @@ impl From<DbErr> for ApiError {
 
 /// Whether the database gave up waiting for a lock: SQLite's `SQLITE_BUSY` or
 /// `SQLITE_LOCKED` (another connection held the write lock past the busy timeout), or
-/// PostgreSQL's serialization failure, deadlock or lock not available.
+/// PostgreSQL's serialization failure, deadlock or lock not available (a lock held past
+/// `lock_timeout`); or no pooled connection came free in time.
 fn is_busy(err: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
+    if matches!(
+        err,
+        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+    ) {
+        return true;
+    }
     let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
     else {
         return false;
@@ -299,5 +306,23 @@ impl Violations {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_with_no_connection_free_in_time_is_busy_and_a_closed_one_a_fault() {
+        let busy = ApiError::from(DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout,
+        ));
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.code(), "database_busy");
+        let closed = ApiError::from(DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::ConnectionClosed,
+        ));
+        assert_eq!(closed.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -108,6 +108,14 @@ pub struct SettingsArgs {
         value_name = "N"
     )]
     pub db_max_connections: Option<u32>,
+    /// Milliseconds a statement waits for a lock another connection or process holds (SQLite's busy timeout, PostgreSQL's lock_timeout); past it the request is answered 503 database_busy [default: 10000]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_DB_LOCK_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    pub db_lock_timeout_ms: Option<u64>,
     /// A fix less accurate than this (metres) is flagged low_accuracy and does not count [default: 50]
     #[arg(
         long,
@@ -244,6 +252,7 @@ struct SettingsFile {
     max_body_bytes: Option<usize>,
     shutdown_timeout_s: Option<u64>,
     db_max_connections: Option<u32>,
+    db_lock_timeout_ms: Option<u64>,
     max_accuracy_m: Option<f64>,
     max_gap_s: Option<i64>,
     silent_after_min: Option<i64>,
@@ -320,6 +329,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Pool size.
     pub db_max_connections: u32,
+    /// How long a statement waits for a lock held elsewhere before it gives up.
+    pub db_lock_timeout: Duration,
     /// Fixes less accurate than this do not count (metres).
     pub max_accuracy_m: f64,
     /// Largest gap (seconds) between fixes that still joins them into a track.
@@ -498,6 +509,14 @@ impl Settings {
         if db_max_connections == 0 {
             bail!("db_max_connections must be at least 1");
         }
+        let db_lock_timeout_ms = args
+            .db_lock_timeout_ms
+            .or(file.db_lock_timeout_ms)
+            .unwrap_or(10_000);
+        // 0 means "never wait" to SQLite but "wait for ever" to PostgreSQL; neither is wanted.
+        if !(1..=3_600_000).contains(&db_lock_timeout_ms) {
+            bail!("db_lock_timeout_ms must be from 1 to 3600000");
+        }
         let positive = |v: f64, name: &str| -> anyhow::Result<f64> {
             if v.is_finite() && v > 0.0 {
                 Ok(v)
@@ -631,6 +650,7 @@ impl Settings {
                     .unwrap_or(30),
             ),
             db_max_connections,
+            db_lock_timeout: Duration::from_millis(db_lock_timeout_ms),
             max_accuracy_m,
             max_gap_s,
             silent_after_min,

@@ -102,9 +102,8 @@ impl AppState {
         if let Some(conn) = db::connect_checkpointer(&settings).await? {
             crate::checkpoint::spawn(conn, crate::checkpoint::Bounds::default());
         }
-        let sqlite_reads = db::sqlite_file(&settings).map(|path| {
-            crate::sqlite_reads::SqliteReads::new(path, std::time::Duration::from_secs(10))
-        });
+        let sqlite_reads = db::sqlite_file(&settings)
+            .map(|path| crate::sqlite_reads::SqliteReads::new(path, settings.db_lock_timeout));
         Ok(AppState {
             sqlite_reads,
             events,

@@ -333,3 +333,66 @@ async fn a_database_busy_with_a_lock_is_a_503_to_retry() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
 }
+
+/// Through the running server: a write that meets a lock another process holds waits
+/// `db_lock_timeout` (SQLite's busy timeout, PostgreSQL's `lock_timeout`), then is answered
+/// 503 `database_busy` with `Retry-After`; once the lock is gone the same request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_lock_timeout_is_answered_503_by_the_server() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+
+    let wait = std::time::Duration::from_millis(300);
+    let s = TestServer::start_with(|settings| settings.db_lock_timeout = wait).await;
+    let org = Org::create(&s).await;
+    let unit = json!({"code": "L1", "name": "Locked out", "kind": "compound", "parent_id": org.community1});
+    // The server's connections were given the setting.
+    let (sql, want) = if api_tests::on_postgres() {
+        ("SHOW lock_timeout", "300ms")
+    } else {
+        ("PRAGMA busy_timeout", "300")
+    };
+    let row = s
+        .state
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            s.state.db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let got: String = match row.try_get_by_index::<String>(0) {
+        Ok(v) => v,
+        Err(_) => row.try_get_by_index::<i64>(0).unwrap().to_string(),
+    };
+    assert_eq!(got, want);
+
+    let other = Database::connect(s.state.settings.database_url.0.clone())
+        .await
+        .unwrap();
+    let held = other.begin().await.unwrap();
+    if api_tests::on_postgres() {
+        held.execute_unprepared("LOCK TABLE units IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+    } else {
+        // Any write takes the database's one write lock until the transaction ends.
+        held.execute_unprepared("UPDATE units SET name = name WHERE code = 'D1'")
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let refused = s.post("/api/v1/units", &org.admin, unit.clone()).await;
+    let waited = started.elapsed();
+    refused.assert_problem(503, "database_busy");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        waited >= wait,
+        "answered after {waited:?}, before the lock timeout"
+    );
+
+    held.rollback().await.unwrap();
+    let created = s.post("/api/v1/units", &org.admin, unit).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:#?}");
+    other.close().await.unwrap();
+}
