@@ -333,7 +333,9 @@ impl NearBox {
 /// The boxes around posts, found by position through a grid of cells.
 struct Grid {
     boxes: Vec<NearBox>,
-    cells: HashMap<(i64, i64), Vec<usize>>,
+    /// Looked up for every row a coverage pass reads that is not a member's of an open
+    /// shift (most of a day's), hence the cheap hash.
+    cells: FxHashMap<(i64, i64), Vec<usize>>,
     /// Boxes too large for the grid, tested for every position.
     wide: Vec<usize>,
 }
@@ -349,7 +351,7 @@ impl Grid {
     }
 
     fn new(boxes: Vec<NearBox>) -> Grid {
-        let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        let mut cells: FxHashMap<(i64, i64), Vec<usize>> = FxHashMap::default();
         let mut wide = Vec::new();
         for (slot, b) in boxes.iter().enumerate() {
             let (y0, y1) = (Self::cell(b.min_lat), Self::cell(b.max_lat));
