@@ -245,12 +245,13 @@ mod tests {
             bounds,
         );
         // The WAL grows past the bound and is then started again from its beginning.
+        let page = page_size(&probe).await.unwrap();
         let (mut peak, mut restarted) = (0, false);
         for _ in 0..250 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let frames = frames_in_wal(&probe).await;
             peak = peak.max(frames);
-            if peak > 1024 && frames < peak / 2 {
+            if peak * page > bounds.restart_over_bytes && frames < peak / 2 {
                 restarted = true;
                 break;
             }
