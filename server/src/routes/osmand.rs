@@ -76,7 +76,7 @@ fn number(params: &HashMap<String, String>, key: &str) -> Result<Option<f64>, It
 /// from a UUID v5 of the key and the timestamp. Deterministic, so a resend is a duplicate;
 /// time-ordered, so a device's fixes go in at the end of its part of the unique index on
 /// `(member_id, client_id)` instead of on a random page of it each (random ids cost about
-/// one 4 KiB page of WAL per fix; see BENCHMARKS.md).
+/// one page of WAL per fix; see BENCHMARKS.md).
 fn client_id(key_id: Uuid, at: DateTime<Utc>) -> Uuid {
     let hash = Uuid::new_v5(
         &CLIENT_ID_NAMESPACE,
