@@ -25,7 +25,7 @@ use crate::{
     http::{self, Conn, host_header, request},
     load::percentile_ms,
     report::thousands,
-    server::{self, Database, Patrol},
+    server::{self, Database, Patrol, Server},
 };
 
 /// Target: the whole-day coverage query, p99.
@@ -194,9 +194,24 @@ async fn one_day(opts: &Options, kind: Kind, db: &Database, dir: &Path) -> anyho
     patrol.add_admin("bench0", PASSWORD).await?;
     let mut server = patrol.serve().await?;
     let pid = server.pid().context("the server has no pid")?;
-    let server_memory = MemorySampler::start(pid);
-    let result = drive(opts, &patrol, db, &day, name, fixes).await;
-    let (server_rss, server_hwm) = server_memory.finish().await;
+    let mut samplers = vec![MemorySampler::start(pid)];
+    let result = drive(
+        opts,
+        &patrol,
+        db,
+        &day,
+        name,
+        fixes,
+        &mut server,
+        &mut samplers,
+    )
+    .await;
+    let (mut server_rss, mut server_hwm) = (0, 0);
+    for sampler in samplers {
+        let (rss, hwm) = sampler.finish().await;
+        server_rss = server_rss.max(rss);
+        server_hwm = server_hwm.max(hwm);
+    }
     let stopped = server.stop().await;
     let mut text = match result {
         Ok(text) => text,
@@ -220,6 +235,7 @@ async fn one_day(opts: &Options, kind: Kind, db: &Database, dir: &Path) -> anyho
     Ok(text)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     opts: &Options,
     patrol: &Patrol,
@@ -227,6 +243,8 @@ async fn drive(
     day: &Arc<Day>,
     name: &str,
     fixes: u64,
+    server: &mut Server,
+    samplers: &mut Vec<MemorySampler>,
 ) -> anyhow::Result<String> {
     let addr = patrol.addr;
     let admin = login(addr, "bench0").await?;
@@ -323,21 +341,34 @@ async fn drive(
     // The fixes.
     let over_http = day.kind == Kind::Reference || opts.worst_over_http;
     let started = Instant::now();
-    let stored = if over_http {
+    let (stored, took) = if over_http {
         progress(&format!(
             "sending {} fixes through POST /api/v1/checkins on {} connections",
             thousands(fixes as f64),
             opts.conns
         ));
-        ingest_http(addr, day, &tokens, opts.conns).await?
+        (
+            ingest_http(addr, day, &tokens, opts.conns).await?,
+            started.elapsed(),
+        )
     } else {
+        // The server is stopped meanwhile: the rows come from outside it, and its packer
+        // would otherwise pack each past hour while it is still being written.
+        server.stop().await?;
         progress(&format!(
-            "writing {} fixes straight into the fixes table",
+            "writing {} fixes straight into the fixes table (the server stopped meanwhile)",
             thousands(fixes as f64)
         ));
-        ingest_direct(db, day, &member_ids).await?
+        let started = Instant::now();
+        let stored = ingest_direct(db, day, &member_ids).await?;
+        let took = started.elapsed();
+        *server = patrol.serve().await?;
+        samplers.push(MemorySampler::start(
+            server.pid().context("the server has no pid")?,
+        ));
+        (stored, took)
     };
-    let took = started.elapsed().as_secs_f64();
+    let took = took.as_secs_f64();
     text.push_str(&format!(
         "  ingest: {} fixes {} in {:.1} s ({} fixes/s)\n",
         thousands(stored as f64),
@@ -370,6 +401,31 @@ async fn drive(
             } else {
                 " (NOT all stored: gave up)"
             }
+        ));
+    }
+
+    // On SQLite, the server packs each past hour's fixes (see `patrol_server::packs`); the
+    // rebuild is timed once it has caught up, as it would have on a server that took the
+    // day as it came.
+    if let Database::Sqlite { file } = db {
+        progress("waiting for the server to pack the past hours");
+        let started = Instant::now();
+        let packed = wait_packed(file, Duration::from_secs(1800)).await?;
+        text.push_str(&format!(
+            "  packing: the server had packed every past hour {:.1} s after {} ({} member-hours, {} MiB; {}){}\n",
+            started.elapsed().as_secs_f64(),
+            if over_http { "the last fix" } else { "it started again" },
+            thousands(packed.packs as f64),
+            packed.bytes / (1024 * 1024),
+            match packed.range {
+                Some((a, b)) => format!(
+                    "hours {} to {}",
+                    rfc3339(patrol_server::packs::hour_start(a)),
+                    rfc3339(patrol_server::packs::hour_start(b))
+                ),
+                None => "no hours".to_owned(),
+            },
+            if packed.done { "" } else { " (NOT all packed: gave up)" }
         ));
     }
 
@@ -772,6 +828,45 @@ async fn ingest_direct(db: &Database, day: &Day, member_ids: &[Uuid]) -> anyhow:
 }
 
 /// Waits until `shifts` shifts have fresh stored coverage; answers whether they did in time.
+/// What the server had packed when [`wait_packed`] stopped waiting.
+struct Packed {
+    done: bool,
+    range: Option<(i64, i64)>,
+    packs: i64,
+    bytes: i64,
+}
+
+/// Waits until the server has packed every hour that is due and none is marked out of date.
+async fn wait_packed(file: &Path, limit: Duration) -> anyhow::Result<Packed> {
+    use patrol_server::packs::{PACK_AFTER, hour_of};
+    let started = Instant::now();
+    let mut conn = sqlite(file).await?;
+    loop {
+        let range: Option<(i64, i64)> =
+            sqlx::query_as("SELECT from_hour, until_hour FROM fix_packs_range")
+                .fetch_optional(&mut conn)
+                .await?;
+        let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM fix_packs_dirty")
+            .fetch_one(&mut conn)
+            .await?;
+        let due = hour_of(Utc::now() - PACK_AFTER);
+        let done = range.is_some_and(|(_, until)| until >= due) && marked == 0;
+        if done || started.elapsed() > limit {
+            let (packs, bytes): (i64, i64) =
+                sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(LENGTH(fixes)), 0) FROM fix_packs")
+                    .fetch_one(&mut conn)
+                    .await?;
+            return Ok(Packed {
+                done,
+                range,
+                packs,
+                bytes,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_stored(db: &Database, shifts: usize, limit: Duration) -> anyhow::Result<bool> {
     let started = Instant::now();
     let sql = "SELECT COUNT(*) FROM shift_coverage WHERE stale = false";

@@ -256,8 +256,12 @@ impl Patrol {
 
     /// `patrol serve`, once `/healthz` answers 200.
     pub async fn serve(&self) -> anyhow::Result<Server> {
-        let log = std::fs::File::create(&self.log)
-            .with_context(|| format!("creating {}", self.log.display()))?;
+        // Appended to: a run may start the server more than once.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
         let mut cmd = self.command();
         cmd.arg("serve")
             .stdout(log.try_clone()?)

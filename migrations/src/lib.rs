@@ -1,4 +1,5 @@
-//! Database migrations of the patrol service; they run on SQLite and PostgreSQL alike.
+//! Database migrations of the patrol service; they run on SQLite and PostgreSQL alike, but
+//! for the packed hours of fixes, which exist on SQLite only.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -9,6 +10,7 @@ mod m20261129_000004_shift_coverage;
 mod m20261129_000005_alerts;
 mod m20261129_000006_fixes_time_covering;
 mod m20261130_000007_shifts_span_covering;
+mod m20261206_000008_fix_packs;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -24,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_alerts::Migration),
             Box::new(m20261129_000006_fixes_time_covering::Migration),
             Box::new(m20261130_000007_shifts_span_covering::Migration),
+            Box::new(m20261206_000008_fix_packs::Migration),
         ]
     }
 }

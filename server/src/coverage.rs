@@ -506,7 +506,10 @@ pub async fn evaluate_streaming(
     closing.sort_by_key(|&i| shifts[i].ends_at);
     let mut closing = closing.into_iter().peekable();
 
-    let first = shifts.iter().map(|s| s.starts_at).min().unwrap_or(now) - EDGE;
+    // Windows are whole hours (but the last), so that a packed hour is read once.
+    let first = crate::packs::hour_start(crate::packs::hour_of(
+        shifts.iter().map(|s| s.starts_at).min().unwrap_or(now) - EDGE,
+    ));
     let last = shifts.iter().map(|s| s.ends_at).max().unwrap_or(now) + EDGE;
     let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = {
         let mut out = Vec::new();
@@ -733,9 +736,18 @@ async fn read_window(
         let sql = statement.sql;
         return reads
             .read(move |conn| {
-                let mut select = conn.prepare_cached(&sql)?;
-                let mut rows = select.query(rusqlite::params_from_iter(params))?;
+                let tx = conn.unchecked_transaction()?;
                 let mut out = Vec::new();
+                // A past hour is read from its packs when it has them.
+                if crate::packs::read_packed(&tx, a, b, |member_id, (t, lat, lon, acc, flags)| {
+                    if keep.keeps(member_id, lat, lon) {
+                        out.push((*member_id, t, lat, lon, acc, flags));
+                    }
+                })? {
+                    return Ok(out);
+                }
+                let mut select = tx.prepare_cached(&sql)?;
+                let mut rows = select.query(rusqlite::params_from_iter(params))?;
                 while let Some(r) = rows.next()? {
                     let member_id = uuid_of(r.get_ref(0)?.as_blob()?)?;
                     let (lat, lon): (f64, f64) = (r.get(2)?, r.get(3)?);

@@ -51,20 +51,29 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
 /// [`connect_checkpointer`]'s connection (see [`crate::checkpoint`]). On PostgreSQL, and
 /// for an in-memory SQLite database, it is the pool itself.
 pub fn writer_target(settings: &Settings, pool: &DatabaseConnection) -> crate::ingest::Target {
-    match sqlite_file(settings) {
-        Some(path) => crate::ingest::Target::SqliteFile(crate::ingest::sqlite::Options {
-            path,
-            synchronous: match settings.sqlite_synchronous {
-                SqliteSynchronous::Full => "FULL",
-                SqliteSynchronous::Normal => "NORMAL",
-            },
-            cache_kib: WRITER_CACHE_KIB,
-            journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
-            busy_timeout_ms: u64::try_from(settings.db_lock_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-        }),
-        _ => crate::ingest::Target::Orm(pool.clone()),
+    match writer_options(settings, WRITER_CACHE_KIB) {
+        Some(options) => crate::ingest::Target::SqliteFile(options),
+        None => crate::ingest::Target::Orm(pool.clone()),
     }
+}
+
+/// A writing connection of its own on a SQLite file, with a page cache of `cache_kib`: the
+/// check-in writer's (see [`writer_target`]) and the packer's (see [`crate::packs`]).
+/// `None` unless the database is a SQLite file.
+pub fn writer_options(
+    settings: &Settings,
+    cache_kib: i64,
+) -> Option<crate::ingest::sqlite::Options> {
+    sqlite_file(settings).map(|path| crate::ingest::sqlite::Options {
+        path,
+        synchronous: match settings.sqlite_synchronous {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        },
+        cache_kib,
+        journal_size_limit: SQLITE_WAL_SIZE_LIMIT,
+        busy_timeout_ms: u64::try_from(settings.db_lock_timeout.as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 /// The connection of the WAL checkpointer (see [`crate::checkpoint`]): `None` unless the

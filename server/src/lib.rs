@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod ingest;
 pub mod metrics;
+pub mod packs;
 pub mod pagination;
 pub mod retention;
 pub mod routes;
@@ -88,6 +89,7 @@ pub async fn serve(
     };
     let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());
     let updater = coverage::spawn_updater(state.clone());
+    let packer = db::writer_options(&state.settings, packs::CACHE_KIB).map(packs::spawn_packer);
     let evaluator = alerts::spawn_evaluator(state.clone());
     let watcher = alerts::spawn_post_watcher(state.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
@@ -105,6 +107,9 @@ pub async fn serve(
     }
     purger.abort();
     updater.abort();
+    if let Some(p) = packer {
+        p.abort();
+    }
     evaluator.abort();
     watcher.abort();
     state.db.close_by_ref().await.ok();

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+};
 
 use crate::{
     settings::Settings,
@@ -26,11 +28,16 @@ pub struct Purged {
 /// Deletes what is past its retention.
 pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purged, sea_orm::DbErr> {
     let now = Utc::now();
+    let cutoff = now - chrono::Duration::days(i64::from(settings.retention_days));
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // The packed hours move past the cutoff first, so that no reader takes a deleted
+        // fix from a pack (see `crate::packs`).
+        for statement in crate::packs::forget_before_on(cutoff) {
+            db.execute_unprepared(&statement).await?;
+        }
+    }
     let fixes = fix::Entity::delete_many()
-        .filter(
-            fix::Column::RecordedAt
-                .lt(now - chrono::Duration::days(i64::from(settings.retention_days))),
-        )
+        .filter(fix::Column::RecordedAt.lt(cutoff))
         .exec(db)
         .await?
         .rows_affected;

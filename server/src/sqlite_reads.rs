@@ -36,14 +36,7 @@ impl SqliteReads {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(self.busy_timeout)?;
-        conn.execute_batch("PRAGMA query_only = ON;")?;
-        conn.set_prepared_statement_cache_capacity(8);
-        Ok(conn)
+        open(&self.path, self.busy_timeout)
     }
 
     /// Runs `read` on a connection of this file on a blocking thread.
@@ -70,6 +63,21 @@ impl SqliteReads {
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
     }
+}
+
+/// A connection for reading the SQLite file at `path`.
+pub fn open(
+    path: &std::path::Path,
+    busy_timeout: std::time::Duration,
+) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch("PRAGMA query_only = ON;")?;
+    conn.set_prepared_statement_cache_capacity(12);
+    Ok(conn)
 }
 
 /// A timestamp as sqlx stores it.

@@ -668,3 +668,112 @@ async fn a_rebuild_gives_the_stored_figures_again() {
     }
     assert_ne!(after[0].1["excluded"]["not_member"], 0, "{}", after[0].1);
 }
+
+/// Packs every past hour that is due, as the server's packer does; `false` where there are
+/// no packs (PostgreSQL).
+async fn pack_past_hours(s: &TestServer) -> bool {
+    let Some(options) = patrol_server::db::writer_options(&s.state.settings, 1024) else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || patrol_server::packs::catch_up(&options, Utc::now()))
+        .await
+        .unwrap()
+        .unwrap();
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_hours_give_the_figures_the_fixes_give_and_late_fixes_still_count() {
+    let w = World::new().await;
+    let end = now_s() - Duration::hours(4);
+    let start = end - Duration::hours(2);
+    let r = w.route("R1", 1000.0).await;
+    let k = w.kiosk("K1", json!({})).await;
+    // The officer walks the route in the first hour; the kiosk is held for 90 of the 120
+    // minutes; a volunteer not on duty stops by.
+    w.send(
+        "officer1",
+        (0..=60)
+            .map(|i| fix(start + Duration::minutes(i), i as f64 * 16.0, 2.0))
+            .collect(),
+    )
+    .await;
+    w.send(
+        "kiosk1",
+        (0..90)
+            .map(|i| fix(start + Duration::minutes(i), 1.0, 1.0))
+            .collect(),
+    )
+    .await;
+    w.send(
+        "vol1",
+        (30..40)
+            .map(|i| fix(start + Duration::minutes(i), -2.0, 1.0))
+            .collect(),
+    )
+    .await;
+    let shifts = [
+        w.shift(r, start, end, &["officer1"], json!({})).await,
+        w.shift(k, start, end, &["kiosk1"], json!({})).await,
+    ];
+    let route = w.coverage(r, start, end).await;
+    let kiosk = w.coverage(k, start, end).await;
+    assert_eq!(kiosk["status"], "partial", "{kiosk}");
+    // The volunteer's ten fixes, and the officer's first few as he sets off from the kiosk.
+    assert!(
+        kiosk["excluded"]["not_member"].as_u64().unwrap() > 10,
+        "{kiosk}"
+    );
+    let from_fixes = stored(&w.s, &shifts).await;
+
+    if !pack_past_hours(&w.s).await {
+        return;
+    }
+    // Rebuilt from the packs, the figures are those computed from the fixes.
+    let same = |a: &Value, b: &Value| {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        a["evaluated_until"] = Value::Null;
+        b["evaluated_until"] = Value::Null;
+        assert_eq!(a, b, "figures from packs equal those from the fixes");
+    };
+    let rebuilt =
+        patrol_server::coverage::rebuild(&w.s.state, start - Duration::minutes(1), end, |_, _| {})
+            .await
+            .unwrap();
+    assert_eq!(rebuilt, 2);
+    for ((_, a), (stale, b)) in from_fixes.iter().zip(&stored(&w.s, &shifts).await) {
+        assert!(!stale);
+        same(a, b);
+    }
+    same(&w.coverage(r, start, end).await, &route);
+
+    // The kiosk phone's last half hour arrives late, into packed hours: the stored figures
+    // change as they would without packs, and again after those hours are packed anew.
+    w.send(
+        "kiosk1",
+        (90..120)
+            .map(|i| fix(start + Duration::minutes(i), 1.0, 1.0))
+            .collect(),
+    )
+    .await;
+    let late = w.coverage(k, start, end).await;
+    assert_eq!(late["status"], "met", "{late}");
+    assert_eq!(late["eligible_fixes"], 120, "{late}");
+    assert_eq!(
+        late["excluded"]["not_member"], kiosk["excluded"]["not_member"],
+        "{late}"
+    );
+    // The kiosk is by the route's start: its officer is evidence there too.
+    let late_route = w.coverage(r, start, end).await;
+    assert_eq!(
+        late_route["excluded"]["not_member"].as_u64().unwrap(),
+        route["excluded"]["not_member"].as_u64().unwrap() + 30,
+        "{late_route}"
+    );
+    assert!(pack_past_hours(&w.s).await);
+    patrol_server::coverage::rebuild(&w.s.state, start - Duration::minutes(1), end, |_, _| {})
+        .await
+        .unwrap();
+    same(&w.coverage(k, start, end).await, &late);
+    same(&w.coverage(r, start, end).await, &late_route);
+}
