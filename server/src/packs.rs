@@ -10,14 +10,16 @@
 //! stored), about 30 bytes a fix, in rows written one after another. A pass then reads a
 //! packed hour as eleven thousand blobs in one stretch of the file.
 //!
-//! The fixes table stays the record; packs are a copy kept true by the database itself.
-//! The triggers of the migration mark a member's hour in `fix_packs_dirty` whenever a fix
-//! of a packed hour is inserted, changed or deleted, in the same transaction and whoever
-//! writes it; a reader takes that member's fixes of that hour from the table instead, in
-//! the same snapshot, until the packer packs them again. Fixes written while an hour is
-//! being packed are found by their rowid (the table's rowids only grow) and marked the
-//! same way. Retention moves the packed range forward before it deletes fixes (see
-//! [`forget_before_on`]).
+//! The fixes table stays the record; packs are a copy kept true by everything in the service
+//! that writes fixes. The check-in writer marks a member's hour in `fix_packs_dirty`
+//! whenever it stores a fix of a packed hour (a phone syncing late), in the same
+//! transaction ([`mark_written`]); a reader takes that member's fixes of that hour from the
+//! table instead, in the same snapshot, until the packer packs them again. Fixes written
+//! while an hour is being packed are found by their rowid (the table's rowids only grow)
+//! and marked the same way. Retention moves the packed range forward before it deletes
+//! fixes ([`forget_before_on`]), and the demo forgets every pack before it writes its week
+//! ([`forget_all_on`]). Anything else that changes fixes (an operator with `sqlite3`) must
+//! do as the demo does, after which the packer packs every hour again.
 //!
 //! On PostgreSQL, and on an in-memory SQLite database, there are no packs: coverage reads
 //! the fixes themselves.
@@ -41,8 +43,15 @@ pub const PACK_AFTER: chrono::Duration = chrono::Duration::hours(2);
 pub const PACK_EVERY: Duration = Duration::from_secs(30);
 /// Page cache of the packer's writing connection, in KiB.
 pub const CACHE_KIB: i64 = 8 * 1024;
+/// Marks a member's hour out of date, or updates when it last was.
+const MARK: &str = "INSERT INTO fix_packs_dirty (hour, member_id, marked_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (hour, member_id) DO UPDATE SET marked_at = excluded.marked_at";
+/// Fixes read in one transaction when packing marked member-hours again.
+const REPACK_MAX_FIXES: usize = 20_000;
+/// Bytes of packs written in one transaction.
+const WRITE_CHUNK_BYTES: usize = 2 << 20;
 /// Marked member-hours packed again in one transaction.
-const REPACK_BATCH: usize = 1000;
+const REPACK_BATCH: usize = 200;
 
 /// What a pack keeps of a fix: `recorded_at`, `lat`, `lon`, `accuracy_m`, `flags`.
 pub type Packed = (DateTime<Utc>, f64, f64, f64, i32);
@@ -232,12 +241,15 @@ pub fn read_packed(
 }
 
 /// Packs the hour after the packed ones (the hour of the oldest fix when none is packed
-/// yet) if it ended [`PACK_AFTER`] before `now`: [`read_hour`] on `read`, outside any lock,
-/// then [`write_hour`] on `write`. Answers the hour packed.
+/// yet) if it ended [`PACK_AFTER`] before `now` and none of its fixes has a rowid above
+/// `quiet_since` (an hour still being written, as when phones upload a backlog, is left
+/// for later): [`read_hour`] on `read`, outside any lock, then [`write_hour`] on `write`.
+/// Answers the hour packed.
 pub fn pack_next(
     read: &Connection,
     write: &mut Connection,
     now: DateTime<Utc>,
+    quiet_since: i64,
 ) -> rusqlite::Result<Option<i64>> {
     let range = packed_range(write)?;
     let hour = match range {
@@ -256,7 +268,9 @@ pub fn pack_next(
     if hour_start(hour + 1) > now - PACK_AFTER {
         return Ok(None);
     }
-    let read = read_hour(read, hour)?;
+    let Some(read) = read_hour(read, hour, quiet_since)? else {
+        return Ok(None);
+    };
     Ok(write_hour(write, range, read)?.then_some(hour))
 }
 
@@ -268,8 +282,13 @@ pub struct HourRead {
     packs: Vec<(Uuid, Vec<u8>)>,
 }
 
-/// Reads and packs the fixes of `hour`, in one snapshot.
-pub fn read_hour(read: &Connection, hour: i64) -> rusqlite::Result<HourRead> {
+/// Reads and packs the fixes of `hour`, in one snapshot; `None` if one of them has a rowid
+/// above `quiet_since`.
+pub fn read_hour(
+    read: &Connection,
+    hour: i64,
+    quiet_since: i64,
+) -> rusqlite::Result<Option<HourRead>> {
     let (a, b) = (time(hour_start(hour)), time(hour_start(hour + 1)));
     let mut by_member: FxHashMap<Uuid, Vec<Packed>> = FxHashMap::default();
     let tx = read.unchecked_transaction()?;
@@ -278,11 +297,14 @@ pub fn read_hour(read: &Connection, hour: i64) -> rusqlite::Result<HourRead> {
     })?;
     {
         let mut select = tx.prepare_cached(
-            "SELECT member_id, recorded_at, lat, lon, accuracy_m, flags FROM fixes \
+            "SELECT member_id, recorded_at, lat, lon, accuracy_m, flags, rowid FROM fixes \
              WHERE recorded_at >= ?1 AND recorded_at < ?2",
         )?;
         let mut rows = select.query(params![a, b])?;
         while let Some(r) = rows.next()? {
+            if r.get::<_, i64>(6)? > quiet_since {
+                return Ok(None);
+            }
             by_member
                 .entry(uuid_of(r.get_ref(0)?.as_blob()?)?)
                 .or_default()
@@ -301,13 +323,16 @@ pub fn read_hour(read: &Connection, hour: i64) -> rusqlite::Result<HourRead> {
         .map(|(m, mut fixes)| (m, encode(hour, &mut fixes)))
         .collect();
     packs.sort_unstable_by_key(|(m, _)| *m);
-    Ok(HourRead { hour, seen, packs })
+    Ok(Some(HourRead { hour, seen, packs }))
 }
 
 /// Writes the packs of an hour read by [`read_hour`] and adds the hour to the packed range,
-/// in one transaction, if the range is still `range` (the one the hour follows); members
-/// with a fix of that hour written since it was read are marked instead. Answers whether it
-/// wrote (not if another process packed or purged meanwhile).
+/// if the range is still `range` (the one the hour follows); members with a fix of that
+/// hour written since it was read are marked instead. The packs go in transactions of about
+/// [`WRITE_CHUNK_BYTES`] (an hour not yet in the range is read by nobody), so that the
+/// check-in writer never waits long for the lock; the last one checks the range, marks and
+/// adds the hour. Answers whether it added the hour (not if another process packed or
+/// purged meanwhile).
 pub fn write_hour(
     write: &mut Connection,
     range: Option<(i64, i64)>,
@@ -315,69 +340,92 @@ pub fn write_hour(
 ) -> rusqlite::Result<bool> {
     let HourRead { hour, seen, packs } = read;
     let (a, b) = (time(hour_start(hour)), time(hour_start(hour + 1)));
+    let current = |c: &Connection| -> rusqlite::Result<bool> {
+        Ok(packed_range(c)? == range && range.is_none_or(|(_, until)| until == hour))
+    };
+    let mut rest = &packs[..];
+    let mut first = true;
+    while first || !rest.is_empty() {
+        let tx = write.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !current(&tx)? {
+            return Ok(false);
+        }
+        if first {
+            tx.execute("DELETE FROM fix_packs WHERE hour = ?1", [hour])?;
+            tx.execute("DELETE FROM fix_packs_dirty WHERE hour = ?1", [hour])?;
+            first = false;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO fix_packs (hour, member_id, fixes) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut bytes = 0;
+        while let Some(((m, blob), more)) = rest.split_first() {
+            if bytes >= WRITE_CHUNK_BYTES {
+                break;
+            }
+            insert.execute(params![hour, m.as_bytes(), blob])?;
+            bytes += blob.len();
+            rest = more;
+        }
+        drop(insert);
+        tx.commit()?;
+    }
+
     let tx = write.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if packed_range(&tx)? != range || range.is_some_and(|(_, until)| until != hour) {
+    if !current(&tx)? {
         return Ok(false);
     }
     // Fixes of the hour written since it was read: a few seconds' worth of rows, found by
-    // rowid (`+recorded_at` keeps SQLite off the index on time).
-    let mut late: FxHashSet<Uuid> = FxHashSet::default();
+    // rowid (`+recorded_at` keeps SQLite off the index on time). Their members' packs are
+    // passed over by readers until packed again.
     {
         let mut select = tx.prepare_cached(
-            "SELECT member_id FROM fixes \
+            "SELECT DISTINCT member_id FROM fixes \
              WHERE rowid > ?1 AND +recorded_at >= ?2 AND +recorded_at < ?3",
         )?;
-        let mut rows = select.query(params![seen, a, b])?;
-        while let Some(r) = rows.next()? {
-            late.insert(uuid_of(r.get_ref(0)?.as_blob()?)?);
-        }
-    }
-    tx.execute("DELETE FROM fix_packs WHERE hour = ?1", [hour])?;
-    tx.execute("DELETE FROM fix_packs_dirty WHERE hour = ?1", [hour])?;
-    {
-        let mut insert = tx
-            .prepare_cached("INSERT INTO fix_packs (hour, member_id, fixes) VALUES (?1, ?2, ?3)")?;
-        for (m, blob) in &packs {
-            if !late.contains(m) {
-                insert.execute(params![hour, m.as_bytes(), blob])?;
-            }
-        }
-        let mut mark = tx.prepare_cached(
-            "INSERT INTO fix_packs_dirty (hour, member_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )?;
+        let late: Vec<Vec<u8>> = select
+            .query_map(params![seen, a, b], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut mark = tx.prepare_cached(MARK)?;
         for m in &late {
-            mark.execute(params![hour, m.as_bytes()])?;
+            mark.execute(params![hour, m, Utc::now().timestamp()])?;
         }
     }
-    let from = range.map_or(hour, |(from, _)| from);
     tx.execute(
-        "INSERT INTO fix_packs_range (id, from_hour, until_hour, from_at, until_at) \
-         VALUES (1, ?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET \
-         until_hour = excluded.until_hour, until_at = excluded.until_at",
-        params![from, hour + 1, time(hour_start(from)), b],
+        "INSERT INTO fix_packs_range (id, from_hour, until_hour) VALUES (1, ?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET until_hour = excluded.until_hour",
+        params![hour, hour + 1],
     )?;
     tx.commit()?;
     Ok(true)
 }
 
-/// Packs again up to [`REPACK_BATCH`] member-hours marked out of date, in one transaction
-/// (so that no fix can be written between reading them and writing the pack). Answers how
-/// many.
-pub fn repack_marked(write: &mut Connection) -> rusqlite::Result<usize> {
+/// Packs again, in one transaction (so that no fix can be written between reading them and
+/// writing the pack), up to [`REPACK_BATCH`] member-hours last marked out of date at or
+/// before `marked_by` (seconds since the epoch), stopping once [`REPACK_MAX_FIXES`] fixes
+/// were read. Answers how many.
+pub fn repack_marked(write: &mut Connection, marked_by: i64) -> rusqlite::Result<usize> {
     let tx = write.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let marked: Vec<(i64, Uuid)> = {
-        let mut select =
-            tx.prepare_cached("SELECT hour, member_id FROM fix_packs_dirty LIMIT ?1")?;
-        let rows = select.query_map([REPACK_BATCH as i64], |r| {
+        let mut select = tx.prepare_cached(
+            "SELECT hour, member_id FROM fix_packs_dirty WHERE marked_at <= ?1 LIMIT ?2",
+        )?;
+        let rows = select.query_map(params![marked_by, REPACK_BATCH as i64], |r| {
             Ok((r.get(0)?, uuid_of(r.get_ref(1)?.as_blob()?)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
+    let mut done = 0;
+    let mut read = 0;
     for &(hour, member) in &marked {
+        if read >= REPACK_MAX_FIXES {
+            break;
+        }
         let mut fixes = Vec::new();
         raw_of_member(&tx, &member, hour_start(hour), hour_start(hour + 1), |p| {
             fixes.push(p)
         })?;
+        read += fixes.len();
         tx.prepare_cached("DELETE FROM fix_packs WHERE hour = ?1 AND member_id = ?2")?
             .execute(params![hour, member.as_bytes()])?;
         if !fixes.is_empty() {
@@ -388,9 +436,33 @@ pub fn repack_marked(write: &mut Connection) -> rusqlite::Result<usize> {
         }
         tx.prepare_cached("DELETE FROM fix_packs_dirty WHERE hour = ?1 AND member_id = ?2")?
             .execute(params![hour, member.as_bytes()])?;
+        done += 1;
     }
     tx.commit()?;
-    Ok(marked.len())
+    Ok(done)
+}
+
+/// Marks, inside the transaction that wrote them, the member-hours of fixes just written
+/// whose hour is packed, so that readers take them from the table until they are packed
+/// again. Answers how many fixes fell in packed hours.
+pub fn mark_written<'a>(
+    tx: &Connection,
+    written: impl IntoIterator<Item = (&'a Uuid, DateTime<Utc>)>,
+) -> rusqlite::Result<usize> {
+    let Some((from, until)) = packed_range(tx)? else {
+        return Ok(0);
+    };
+    let mut mark = tx.prepare_cached(MARK)?;
+    let at = Utc::now().timestamp();
+    let mut n = 0;
+    for (member, t) in written {
+        let hour = hour_of(t);
+        if from <= hour && hour < until {
+            mark.execute(params![hour, member.as_bytes(), at])?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The statements that drop the packs of the hours before `cutoff` and of the hour that holds
@@ -398,36 +470,74 @@ pub fn repack_marked(write: &mut Connection) -> rusqlite::Result<usize> {
 /// before `cutoff` (the hour that holds it is then read from the table). SQLite only.
 pub fn forget_before_on(cutoff: DateTime<Utc>) -> Vec<String> {
     let from = hour_of(cutoff) + 1;
-    let at = time(hour_start(from));
     vec![
-        format!(
-            "UPDATE fix_packs_range SET from_hour = {from}, from_at = '{at}' WHERE from_hour < {from}"
-        ),
-        format!(
-            "UPDATE fix_packs_range SET until_hour = from_hour, until_at = from_at \
-             WHERE until_hour < from_hour"
-        ),
+        format!("UPDATE fix_packs_range SET from_hour = {from} WHERE from_hour < {from}"),
+        "UPDATE fix_packs_range SET until_hour = from_hour WHERE until_hour < from_hour".to_owned(),
         format!("DELETE FROM fix_packs WHERE hour < {from}"),
         format!("DELETE FROM fix_packs_dirty WHERE hour < {from}"),
     ]
 }
 
-/// One round of the packer: every hour that is due, then one batch of marked member-hours.
-/// Answers whether there may be more to do at once.
+/// The statements that forget every pack, after which the packer packs every hour again from
+/// the oldest fix: for whoever writes fixes other than through the check-in writer. SQLite
+/// only.
+pub fn forget_all_on() -> Vec<String> {
+    vec![
+        "DELETE FROM fix_packs_range".to_owned(),
+        "DELETE FROM fix_packs".to_owned(),
+        "DELETE FROM fix_packs_dirty".to_owned(),
+    ]
+}
+
+/// One round of the packer: the next hour that is due and quiet since `quiet_since` (a
+/// rowid; `None`: pack no hour this round), else one batch of member-hours marked out of
+/// date at least [`PACK_EVERY`] ago. Answers whether there may be more to do at once.
 pub fn pack_round(
     read: &Connection,
     write: &mut Connection,
     now: DateTime<Utc>,
+    quiet_since: Option<i64>,
 ) -> rusqlite::Result<bool> {
-    if let Some(hour) = pack_next(read, write, now)? {
+    if let Some(quiet_since) = quiet_since
+        && let Some(hour) = pack_next(read, write, now, quiet_since)?
+    {
         tracing::debug!(hour = %hour_start(hour), "packed an hour of fixes");
         return Ok(true);
     }
-    let repacked = repack_marked(write)?;
+    let marked_by = now.timestamp() - PACK_EVERY.as_secs() as i64;
+    let repacked = repack_marked(write, marked_by)?;
     if repacked > 0 {
         tracing::debug!(repacked, "packed marked member-hours again");
     }
-    Ok(repacked == REPACK_BATCH)
+    Ok(repacked > 0)
+}
+
+/// The largest rowid of the fixes table.
+fn last_rowid(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT coalesce(max(rowid), 0) FROM fixes", [], |r| {
+        r.get(0)
+    })
+}
+
+/// The packer's memory of how far the fixes table went, so that an hour is packed only once
+/// nothing has been written into it for at least [`PACK_EVERY`].
+#[derive(Default)]
+struct Quiet {
+    /// `(when, largest rowid then)`, oldest first.
+    seen: std::collections::VecDeque<(std::time::Instant, i64)>,
+}
+
+impl Quiet {
+    /// Notes the largest rowid now and answers the largest one at least [`PACK_EVERY`] ago.
+    fn since(&mut self, last: i64) -> Option<i64> {
+        let now = std::time::Instant::now();
+        self.seen.push_back((now, last));
+        let old = |(t, _): &(std::time::Instant, i64)| now.duration_since(*t) >= PACK_EVERY;
+        while self.seen.len() > 1 && self.seen.get(1).is_some_and(old) {
+            self.seen.pop_front();
+        }
+        self.seen.front().filter(|e| old(e)).map(|&(_, r)| r)
+    }
 }
 
 /// The packer's two connections: one to read an hour, one to write its packs.
@@ -448,10 +558,10 @@ pub fn catch_up(
 ) -> anyhow::Result<usize> {
     let (read, mut write) = open_pair(options)?;
     let mut hours = 0;
-    while pack_next(&read, &mut write, now)?.is_some() {
+    while pack_next(&read, &mut write, now, i64::MAX)?.is_some() {
         hours += 1;
     }
-    while repack_marked(&mut write)? == REPACK_BATCH {}
+    while repack_marked(&mut write, i64::MAX)? > 0 {}
     Ok(hours)
 }
 
@@ -460,15 +570,20 @@ pub fn catch_up(
 pub fn spawn_packer(options: crate::ingest::sqlite::Options) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns: Option<(Connection, Connection)> = None;
+        let quiet = std::sync::Arc::new(std::sync::Mutex::new(Quiet::default()));
         loop {
             let options = options.clone();
             let taken = conns.take();
+            let quiet = quiet.clone();
             let step = tokio::task::spawn_blocking(move || {
                 let (read, mut write) = match taken {
                     Some(c) => c,
                     None => open_pair(&options).map_err(|e| format!("{e:#}"))?,
                 };
-                let more = pack_round(&read, &mut write, Utc::now());
+                let more = last_rowid(&write).and_then(|last| {
+                    let since = quiet.lock().ok().and_then(|mut q| q.since(last));
+                    pack_round(&read, &mut write, Utc::now(), since)
+                });
                 Ok::<_, String>((more, (read, write)))
             })
             .await;
@@ -584,8 +699,10 @@ mod tests {
         (dir, open(), open())
     }
 
+    /// Writes a fix as the check-in writer does: with [`mark_written`] in its transaction.
     fn insert(c: &Connection, member: Uuid, t: DateTime<Utc>, lat: f64, flags: i32) {
-        c.execute(
+        let tx = c.unchecked_transaction().unwrap();
+        tx.execute(
             "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, lat, lon, \
              accuracy_m, kind, datum, mock, flags, source) \
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, 7.5, 'ping', 'wgs84', 0, ?7, 'api')",
@@ -600,6 +717,8 @@ mod tests {
             ],
         )
         .unwrap();
+        mark_written(&tx, [(&member, t)]).unwrap();
+        tx.commit().unwrap();
     }
 
     /// What the index on time gives for `[a, b)`, sorted.
@@ -644,7 +763,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn packed_hours_read_as_the_table_reads_through_late_fixes_deletions_and_purges() {
+    async fn packed_hours_read_as_the_table_reads_through_late_fixes_and_purges() {
         let (_dir, read, mut write) = file().await;
         let h0 = 490_000;
         let at = |h: i64, s: i64| hour_start(h) + chrono::Duration::milliseconds(s);
@@ -671,16 +790,29 @@ mod tests {
             0,
         );
 
+        // An hour written into since the packer last looked is left for later.
+        let last = last_rowid(&write).unwrap();
+        assert!(read_hour(&read, h0 + 1, last - 1).unwrap().is_none());
+        assert!(read_hour(&read, h0 + 1, last).unwrap().is_some());
         // Nothing is packed before its time, then every due hour is, in turn.
         assert_eq!(
-            pack_next(&read, &mut write, hour_start(h0 + 2)).unwrap(),
+            pack_next(&read, &mut write, hour_start(h0 + 2), i64::MAX).unwrap(),
             None
         );
         let now = hour_start(h0 + 3) + PACK_AFTER;
-        assert_eq!(pack_next(&read, &mut write, now).unwrap(), Some(h0));
-        assert_eq!(pack_next(&read, &mut write, now).unwrap(), Some(h0 + 1));
-        assert_eq!(pack_next(&read, &mut write, now).unwrap(), Some(h0 + 2));
-        assert_eq!(pack_next(&read, &mut write, now).unwrap(), None);
+        assert_eq!(
+            pack_next(&read, &mut write, now, i64::MAX).unwrap(),
+            Some(h0)
+        );
+        assert_eq!(
+            pack_next(&read, &mut write, now, i64::MAX).unwrap(),
+            Some(h0 + 1)
+        );
+        assert_eq!(
+            pack_next(&read, &mut write, now, i64::MAX).unwrap(),
+            Some(h0 + 2)
+        );
+        assert_eq!(pack_next(&read, &mut write, now, i64::MAX).unwrap(), None);
         assert_eq!(packed_range(&write).unwrap(), Some((h0, h0 + 3)));
         assert_eq!(marked(&write), 0);
         let windows = [
@@ -705,24 +837,15 @@ mod tests {
                 > 40
         );
 
-        // A late fix, a deleted one and a moved one mark their members' hours; reads still
-        // give what the table holds; packing again clears the marks.
+        // Late fixes mark their members' hours; reads still give what the table holds;
+        // packing again clears the marks.
         insert(&write, m3, at(h0 + 1, 1_000), 32.0, 4);
-        write
-            .execute(
-                "DELETE FROM fixes WHERE member_id = ?1 AND recorded_at < ?2",
-                params![m2.as_bytes(), time(at(h0, 300_000))],
-            )
-            .unwrap();
-        write
-            .execute(
-                "UPDATE fixes SET recorded_at = ?1 WHERE member_id = ?2 AND recorded_at = ?3",
-                params![time(at(h0 + 2, 5)), m1.as_bytes(), time(hour_start(h0 + 1))],
-            )
-            .unwrap();
-        assert_eq!(marked(&write), 4);
+        insert(&write, m3, at(h0 + 1, 2_000), 32.1, 0);
+        insert(&write, m1, at(h0, 5), 32.2, 0);
+        insert(&write, m2, at(h0 + 2, 3_599_999), 32.3, 1);
+        assert_eq!(marked(&write), 3);
         same(&read);
-        assert_eq!(repack_marked(&mut write).unwrap(), 4);
+        assert_eq!(repack_marked(&mut write, i64::MAX).unwrap(), 3);
         assert_eq!(marked(&write), 0);
         same(&read);
 
@@ -735,7 +858,7 @@ mod tests {
             0,
         );
         let range = packed_range(&write).unwrap();
-        let hour = read_hour(&read, h0 + 3).unwrap();
+        let hour = read_hour(&read, h0 + 3, i64::MAX).unwrap().unwrap();
         insert(
             &write,
             m2,
@@ -749,7 +872,7 @@ mod tests {
         assert_eq!(packed(&read, a, b).unwrap(), raw(&read, a, b));
         assert_eq!(packed(&read, a, b).unwrap().len(), 2);
         // A stale read (the range moved on meanwhile) writes nothing.
-        let again = read_hour(&read, h0 + 3).unwrap();
+        let again = read_hour(&read, h0 + 3, i64::MAX).unwrap().unwrap();
         assert!(!write_hour(&mut write, range, again).unwrap());
 
         // Retention: the hours before the cutoff and the one holding it leave the packs

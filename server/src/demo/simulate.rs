@@ -284,6 +284,12 @@ pub(super) async fn simulate<C: ConnectionTrait>(
     let plan = plan(&world, &shifts);
     let planted = plan.planted.clone();
     let backend = db.get_database_backend();
+    if backend == sea_orm::DbBackend::Sqlite {
+        // These fixes do not go through the check-in writer: every hour is packed anew.
+        for statement in crate::packs::forget_all_on() {
+            db.execute_unprepared(&statement).await?;
+        }
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Statement>(8);
     let producer = tokio::task::spawn_blocking(move || {
         let mut simulation = Simulation::new(&world, &plan, &shifts);

@@ -178,6 +178,15 @@ pub(super) fn write_group(
             }
         }
     }
+    // Fixes of hours already packed (late ones) are read from the table until packed again.
+    crate::packs::mark_written(
+        &txn,
+        rows.iter()
+            .flatten()
+            .filter(|r| inserted.contains(&r.id))
+            .map(|r| (&r.member_id, r.recorded_at)),
+    )
+    .map_err(err)?;
     txn.commit().map_err(err)?;
     let t3 = t0.elapsed();
     tracing::debug!(
