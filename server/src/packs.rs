@@ -4,7 +4,8 @@
 //! of the day recorded near a post or by someone on duty. Read from the index on time, a
 //! day of eleven thousand phones is 31.7 M entries of about 80 bytes, on pages scattered
 //! through the file among the other trees' pages, each read from disk on its own. So once
-//! an hour is [`PACK_AFTER`] behind, the packer (a task of `patrol serve`) writes for each
+//! an hour is [`PACK_AFTER`] behind and nothing has been written into it for
+//! [`PACK_EVERY`], the packer (a task of `patrol serve`) writes for each
 //! member who reported in it one row of `fix_packs`: the five columns the rule reads of
 //! the member's fixes in that hour, exactly (times to the nanosecond, the three numbers as
 //! stored), about 30 bytes a fix, in rows written one after another. A pass then reads a
@@ -39,7 +40,8 @@ pub const HOUR_S: i64 = 3600;
 /// and coverage of shifts that ended in it has settled (see [`crate::coverage::settled`]).
 pub const PACK_AFTER: chrono::Duration = chrono::Duration::hours(2);
 /// How often the packer looks for an hour to pack or a marked one to pack again, when the
-/// last look found nothing to do.
+/// last look found nothing to do; also how long an hour, or a marked member-hour, must have
+/// been left alone before it is packed.
 pub const PACK_EVERY: Duration = Duration::from_secs(30);
 /// Page cache of the packer's writing connection, in KiB.
 pub const CACHE_KIB: i64 = 8 * 1024;
