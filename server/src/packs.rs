@@ -294,9 +294,7 @@ pub fn read_hour(
     let (a, b) = (time(hour_start(hour)), time(hour_start(hour + 1)));
     let mut by_member: FxHashMap<Uuid, Vec<Packed>> = FxHashMap::default();
     let tx = read.unchecked_transaction()?;
-    let seen = tx.query_row("SELECT coalesce(max(rowid), 0) FROM fixes", [], |r| {
-        r.get(0)
-    })?;
+    let seen = last_rowid(&tx)?;
     {
         let mut select = tx.prepare_cached(
             "SELECT member_id, recorded_at, lat, lon, accuracy_m, flags, rowid FROM fixes \
