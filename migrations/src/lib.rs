@@ -1,5 +1,6 @@
 //! Database migrations of the patrol service; they run on SQLite and PostgreSQL alike, but
-//! for the packed hours of fixes, which exist on SQLite only.
+//! for the packed hours of fixes, which exist on SQLite only, and the indexes of fixes,
+//! which on SQLite are by member only.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -11,6 +12,7 @@ mod m20261129_000005_alerts;
 mod m20261129_000006_fixes_time_covering;
 mod m20261130_000007_shifts_span_covering;
 mod m20261206_000008_fix_packs;
+mod m20261206_000009_fixes_by_member;
 
 /// Every migration of the service, in order.
 pub struct Migrator;
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_fixes_time_covering::Migration),
             Box::new(m20261130_000007_shifts_span_covering::Migration),
             Box::new(m20261206_000008_fix_packs::Migration),
+            Box::new(m20261206_000009_fixes_by_member::Migration),
         ]
     }
 }

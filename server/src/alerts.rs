@@ -416,6 +416,10 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
                 .gte(now - chrono::Duration::minutes(state.settings.sos_hold_min)),
         )
         .filter(fix::Column::RecordedAt.lte(now + chrono::Duration::minutes(5)))
+        .filter(
+            fix::by_member_on(state.db.get_database_backend())
+                .unwrap_or_else(sea_orm::Condition::all),
+        )
         .all(&state.db)
         .await?;
     let mut sos: HashMap<Uuid, (DateTime<Utc>, Position)> = HashMap::new();

@@ -708,8 +708,8 @@ async fn read_window(
     filter: Option<Condition>,
     keep: Keep,
 ) -> ApiResult<Vec<FixRow>> {
-    // The columns of the index on recorded_at, which carries them, so the read never looks
-    // a row up in the table.
+    // The columns of the index that carries them (on time on PostgreSQL, by member and time
+    // on SQLite), so the read never looks a row up in the table.
     let mut q = fix::Entity::find()
         .select_only()
         .column(fix::Column::MemberId)
@@ -722,6 +722,9 @@ async fn read_window(
         .filter(fix::Column::RecordedAt.lt(b));
     if let Some(f) = filter {
         q = q.filter(f);
+    }
+    if let Some(by_member) = fix::by_member_on(db.get_database_backend()) {
+        q = q.filter(by_member);
     }
     if let Some(reads) = reads {
         let statement = sea_orm::QueryTrait::build(&q, DbBackend::Sqlite);

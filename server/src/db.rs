@@ -28,11 +28,12 @@ const SQLITE_WAL_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 /// Page cache of the writer's SQLite connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Page size of a new SQLite database (an existing file keeps its own: in WAL mode it cannot
-/// change). 8 KiB rather than SQLite's 4 KiB: a coverage pass over a day on disk reads the
+/// change). 8 KiB rather than SQLite's 4 KiB: a coverage pass over a day on disk read the
 /// index on time a page at a time (its pages lie between other trees', so the kernel reads
 /// nothing ahead), and the kernel's work per read was half of such a rebuild's CPU. On the
 /// full worst-case day 8 KiB pages took half the reads and a cold rebuild 16–18 s instead
-/// of 22 s; the ingest benchmark was within its run-to-run spread (BENCHMARKS.md).
+/// of 22 s; the ingest benchmark was within its run-to-run spread (BENCHMARKS.md). (Past
+/// hours are now read from their packs, and the index on time is gone on SQLite.)
 const SQLITE_PAGE_SIZE: u32 = 8192;
 
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy

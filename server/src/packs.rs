@@ -1,9 +1,10 @@
 //! Packed hours of fixes on a SQLite file.
 //!
 //! A coverage pass over a past day (a rebuild, the updater after late fixes) reads every fix
-//! of the day recorded near a post or by someone on duty. Read from the index on time, a
-//! day of eleven thousand phones is 31.7 M entries of about 80 bytes, on pages scattered
-//! through the file among the other trees' pages, each read from disk on its own. So once
+//! of the day recorded near a post or by someone on duty. Read from an index, a day of
+//! eleven thousand phones is 31.7 M entries of about 80 bytes, on pages scattered through
+//! the file among the other trees' pages, each read from disk on its own (on SQLite fixes
+//! are indexed by member, then time: see `m20261206_000009_fixes_by_member`). So once
 //! an hour is [`PACK_AFTER`] behind and nothing has been written into it for
 //! [`PACK_EVERY`], the packer (a task of `patrol serve`) writes for each
 //! member who reported in it one row of `fix_packs`: the five columns the rule reads of
@@ -258,9 +259,12 @@ pub fn pack_next(
         Some((_, until)) => until,
         None => {
             let oldest: Option<String> = write
-                .prepare_cached("SELECT recorded_at FROM fixes ORDER BY recorded_at LIMIT 1")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
+                // Each member's earliest fix, one seek of the index by member each.
+                .prepare_cached(
+                    "SELECT min((SELECT recorded_at FROM fixes WHERE member_id = m.id \
+                     ORDER BY recorded_at LIMIT 1)) FROM members m",
+                )?
+                .query_row([], |r| r.get(0))?;
             match oldest {
                 Some(t) => hour_of(parse_time(&t)?),
                 None => return Ok(None),
@@ -298,7 +302,8 @@ pub fn read_hour(
     {
         let mut select = tx.prepare_cached(
             "SELECT member_id, recorded_at, lat, lon, accuracy_m, flags, rowid FROM fixes \
-             WHERE recorded_at >= ?1 AND recorded_at < ?2",
+             WHERE member_id IN (SELECT id FROM members) AND recorded_at >= ?1 \
+             AND recorded_at < ?2",
         )?;
         let mut rows = select.query(params![a, b])?;
         while let Some(r) = rows.next()? {
@@ -376,12 +381,13 @@ pub fn write_hour(
         return Ok(false);
     }
     // Fixes of the hour written since it was read: a few seconds' worth of rows, found by
-    // rowid (`+recorded_at` keeps SQLite off the index on time). Their members' packs are
-    // passed over by readers until packed again.
+    // rowid (`NOT INDEXED` keeps SQLite off the index by member, which it would otherwise
+    // scan whole for the DISTINCT). Their members' packs are passed over by readers until
+    // packed again.
     {
         let mut select = tx.prepare_cached(
-            "SELECT DISTINCT member_id FROM fixes \
-             WHERE rowid > ?1 AND +recorded_at >= ?2 AND +recorded_at < ?3",
+            "SELECT DISTINCT member_id FROM fixes NOT INDEXED \
+             WHERE rowid > ?1 AND recorded_at >= ?2 AND recorded_at < ?3",
         )?;
         let late: Vec<Vec<u8>> = select
             .query_map(params![seen, a, b], |r| r.get(0))?
@@ -700,8 +706,15 @@ mod tests {
     }
 
     /// Writes a fix as the check-in writer does: with [`mark_written`] in its transaction.
+    /// Its member gets a row of `members` (reads by time go through them).
     fn insert(c: &Connection, member: Uuid, t: DateTime<Utc>, lat: f64, flags: i32) {
         let tx = c.unchecked_transaction().unwrap();
+        tx.execute(
+            "INSERT OR IGNORE INTO members (id, username, display_name, role, active, \
+             password_hash, created_at, updated_at) VALUES (?1, ?2, 'm', 'officer', 1, '-', '', '')",
+            params![member.as_bytes(), member.to_string()],
+        )
+        .unwrap();
         tx.execute(
             "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, lat, lon, \
              accuracy_m, kind, datum, mock, flags, source) \

@@ -38,6 +38,9 @@ pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purge
     }
     let fixes = fix::Entity::delete_many()
         .filter(fix::Column::RecordedAt.lt(cutoff))
+        .filter(
+            fix::by_member_on(db.get_database_backend()).unwrap_or_else(sea_orm::Condition::all),
+        )
         .exec(db)
         .await?
         .rows_affected;

@@ -650,6 +650,10 @@ pub async fn live_board(
     let recent = fix::Entity::find()
         .filter(fix::Column::RecordedAt.gte(now - look_back))
         .filter(fix::Column::RecordedAt.lte(now + Duration::minutes(5)))
+        .filter(
+            fix::by_member_on(state.db.get_database_backend())
+                .unwrap_or_else(sea_orm::Condition::all),
+        )
         .all(&state.db)
         .await?;
     let mut last_fix: HashMap<Uuid, (DateTime<Utc>, f64, f64)> = HashMap::new();

@@ -33,3 +33,23 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The condition that lets a read of fixes by time use the index by member on SQLite,
+/// where fixes have no index on time (migration `m20261206_000009_fixes_by_member`):
+/// every member's fixes are then read as one range of that index. `None` on PostgreSQL,
+/// which reads by time through its index on time.
+pub fn by_member_on(backend: sea_orm::DbBackend) -> Option<sea_orm::Condition> {
+    (backend == sea_orm::DbBackend::Sqlite).then(|| {
+        sea_orm::Condition::all().add(
+            Column::MemberId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(super::member::Column::Id)
+                    .from(super::member::Entity)
+                    .to_owned(),
+            ),
+        )
+    })
+}
+
+/// The same condition in SQL, for statements written by hand on SQLite.
+pub const BY_MEMBER_SQL: &str = "member_id IN (SELECT id FROM members)";
