@@ -17,26 +17,32 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON, sent with Content-Type: application/json",
-            ));
-        }
-        let bytes = read_body(req, state).await?;
+        let bytes = json_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// The body of a request that must be JSON: 415 without a JSON content type, else the
+/// bytes as [`read_body`] reads them.
+pub async fn json_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    read_body(req, state).await
 }
 
 /// Reads the whole body, gunzipping it when sent with `Content-Encoding: gzip`, and
@@ -85,20 +91,7 @@ fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
 /// Parses JSON, answering 400 for bytes that are not JSON and 422 naming the field for
 /// JSON of the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::malformed(
-            "the request body is empty; a JSON object was expected",
-        ));
-    }
-    // Well-formedness first, so that bad JSON is always a 400 whatever its shape.
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
-    if let Some(field) = find_nul(&value, String::new()) {
-        return Err(ApiError::field(
-            field,
-            "text must not contain NUL characters",
-        ));
-    }
+    let value = parse_json_value(bytes)?;
     let value = serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
         let path = err.path().to_string();
         let message = strip_position(&err.into_inner().to_string());
@@ -107,34 +100,74 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The path of the first string (value or key) holding a NUL character, which no
-/// database stores as text.
-fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
-    use serde_json::Value;
-    let name = |p: &str| {
-        if p.is_empty() {
-            "body".to_owned()
-        } else {
-            p.to_owned()
-        }
-    };
-    match value {
-        Value::String(s) if s.contains('\0') => Some(name(&path)),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| find_nul(v, format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let p = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            if k.contains('\0') {
-                Some(name(&path))
-            } else {
-                find_nul(v, p)
+/// Parses JSON of any shape, answering 400 for bytes that are not JSON and 422 naming the
+/// first string that holds a NUL character (which no database stores as text). What
+/// [`parse_json`] does before it reads the value as a type.
+pub fn parse_json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::malformed(
+            "the request body is empty; a JSON object was expected",
+        ));
+    }
+    // Well-formedness first, so that bad JSON is always a 400 whatever its shape.
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+    if let Some(field) = nul_field(&value) {
+        return Err(ApiError::field(
+            field,
+            "text must not contain NUL characters",
+        ));
+    }
+    Ok(value)
+}
+
+/// A step of a path into a JSON value.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The path of the first string (value or key) holding a NUL character, or `None`. The
+/// path is built only when there is one: the search runs over every request body.
+fn nul_field(value: &serde_json::Value) -> Option<String> {
+    let mut steps = nul_steps(value)?;
+    steps.reverse();
+    let mut path = String::new();
+    for step in steps {
+        match step {
+            Step::Key(k) if path.is_empty() => path.push_str(k),
+            Step::Key(k) => {
+                path.push('.');
+                path.push_str(k);
             }
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    Some(if path.is_empty() {
+        "body".to_owned()
+    } else {
+        path
+    })
+}
+
+/// The steps, innermost first, to the first string value holding a NUL character, or to
+/// the object one of whose keys holds one.
+fn nul_steps(value: &serde_json::Value) -> Option<Vec<Step<'_>>> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(Vec::new()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let mut steps = nul_steps(v)?;
+            steps.push(Step::Index(i));
+            Some(steps)
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                return Some(Vec::new());
+            }
+            let mut steps = nul_steps(v)?;
+            steps.push(Step::Key(k));
+            Some(steps)
         }),
         _ => None,
     }
@@ -259,6 +292,21 @@ mod tests {
     fn nul_characters_are_refused_with_their_path() {
         let err = parse_json::<serde_json::Value>(br#"{"a":[1,{"b":"x\u0000"}]}"#).unwrap_err();
         assert!(format!("{err:?}").contains("field: \"a[1].b\""), "{err:?}");
+        let cases = [
+            (r#""\u0000""#, Some("body")),
+            (r#"{"a\u0000":1}"#, Some("body")),
+            (r#"{"a":{"b\u0000":1}}"#, Some("a")),
+            (r#"[0,["x","y\u0000"]]"#, Some("[1][1]")),
+            (
+                r#"{"a":{"b":[{"c":"\u0000"}]},"d":"\u0000"}"#,
+                Some("a.b[0].c"),
+            ),
+            (r#"{"a":"no","b":[1,2,{"c":null}]}"#, None),
+        ];
+        for (json, want) in cases {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(nul_field(&value).as_deref(), want, "{json}");
+        }
     }
 
     #[test]

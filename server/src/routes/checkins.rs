@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use axum::{
-    extract::{FromRequest, Request, State},
+    extract::{Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -699,11 +699,11 @@ pub async fn post_checkins(
     user: AuthUser,
     request: Request,
 ) -> ApiResult<Response> {
-    let body = crate::extract::ApiJson::<Value>::from_request(request, &state)
-        .await?
-        .0;
-    let batch = match &body {
-        Value::Object(o) if o.contains_key("checkins") => {
+    // Read as JSON once; each fix is then read from its part of the value.
+    let body =
+        crate::extract::parse_json_value(&crate::extract::json_body(request, &state).await?)?;
+    let body = match body {
+        Value::Object(mut o) if o.contains_key("checkins") => {
             if o.len() > 1 {
                 let other = o
                     .keys()
@@ -712,8 +712,8 @@ pub async fn post_checkins(
                     .unwrap_or_default();
                 return Err(ApiError::field(other, "a batch holds only `checkins`"));
             }
-            match &o["checkins"] {
-                Value::Array(items) if items.len() > MAX_BATCH => {
+            match o.remove("checkins") {
+                Some(Value::Array(items)) if items.len() > MAX_BATCH => {
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
@@ -723,14 +723,14 @@ pub async fn post_checkins(
                         ),
                     ));
                 }
-                Value::Array(items) => Some(items.clone()),
+                Some(Value::Array(items)) => Ok(items),
                 _ => return Err(ApiError::field("checkins", "must be an array of fixes")),
             }
         }
-        _ => None,
+        one => Err(one),
     };
-    match batch {
-        Some(items) => {
+    match body {
+        Ok(items) => {
             let client_ids: Vec<Option<Uuid>> = items
                 .iter()
                 .map(|i| {
@@ -799,7 +799,7 @@ pub async fn post_checkins(
             }
             Ok((StatusCode::OK, axum::Json(result)).into_response())
         }
-        None => {
+        Err(body) => {
             let outcome = ingest(&state, user.id, vec![read_item(&body)], Source::Api)
                 .await?
                 .pop()
