@@ -14,6 +14,19 @@ mod m20261130_000007_shifts_span_covering;
 mod m20261206_000008_fix_packs;
 mod m20261206_000009_fixes_by_member;
 
+/// Runs statements written for SQLite, on SQLite only (the migrations that exist there
+/// alone).
+async fn on_sqlite(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    if manager.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return Ok(());
+    }
+    let db = manager.get_connection();
+    for s in statements {
+        db.execute_unprepared(s).await?;
+    }
+    Ok(())
+}
+
 /// Every migration of the service, in order.
 pub struct Migrator;
 

@@ -43,24 +43,13 @@ const DOWN: &[&str] = &[
     "DROP TABLE fix_packs",
 ];
 
-async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    if manager.get_database_backend() != sea_orm::DbBackend::Sqlite {
-        return Ok(());
-    }
-    let db = manager.get_connection();
-    for s in statements {
-        db.execute_unprepared(s).await?;
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, UP).await
+        crate::on_sqlite(manager, UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, DOWN).await
+        crate::on_sqlite(manager, DOWN).await
     }
 }

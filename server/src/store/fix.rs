@@ -50,6 +50,3 @@ pub fn by_member_on(backend: sea_orm::DbBackend) -> Option<sea_orm::Condition> {
         )
     })
 }
-
-/// The same condition in SQL, for statements written by hand on SQLite.
-pub const BY_MEMBER_SQL: &str = "member_id IN (SELECT id FROM members)";
