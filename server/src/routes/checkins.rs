@@ -699,7 +699,8 @@ pub async fn post_checkins(
     user: AuthUser,
     request: Request,
 ) -> ApiResult<Response> {
-    // Read as JSON once; each fix is then read from its part of the value.
+    // Read as JSON once; each fix is then read from its part of the value. `Ok`: the fixes
+    // of a batch; `Err`: one fix.
     let body =
         crate::extract::parse_json_value(&crate::extract::json_body(request, &state).await?)?;
     let body = match body {

@@ -280,7 +280,7 @@ pub async fn osmand_post(State(state): State<AppState>, request: Request) -> Api
     if content_type.starts_with("application/json")
         || (!body.is_empty() && body.first() == Some(&b'{'))
     {
-        let json: Value = crate::extract::parse_json(&body)?;
+        let json = crate::extract::parse_json_value(&body)?;
         let key = json
             .get("device_id")
             .and_then(Value::as_str)
