@@ -80,9 +80,49 @@ pub fn open(
     Ok(conn)
 }
 
-/// A timestamp as sqlx stores it.
+/// A timestamp as sqlx stores it: `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff|.fffffffff]+00:00`, as
+/// chrono's `to_rfc3339_opts(SecondsFormat::AutoSi, false)` writes it. The writer formats two
+/// a fix, so years 0 to 9999 are written here by hand; others (and leap seconds) by chrono.
 pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    }
+    let mut out = [0u8; 35];
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    let mut end = 19;
+    let digits = if nanos == 0 {
+        0
+    } else if nanos % 1_000_000 == 0 {
+        3
+    } else if nanos % 1_000 == 0 {
+        6
+    } else {
+        9
+    };
+    if digits > 0 {
+        put(20, nanos / 10u32.pow(9 - digits as u32), digits);
+        out[19] = b'.';
+        end = 20 + digits;
+    }
+    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[i] = c;
+    }
+    out[end..end + 6].copy_from_slice(b"+00:00");
+    String::from_utf8_lossy(&out[..end + 6]).into_owned()
 }
 
 /// A stored timestamp.
@@ -176,6 +216,19 @@ mod tests {
             let s = t.to_rfc3339_opts(format, zulu);
             prop_assert_eq!(parse_utc(s.as_bytes()), general(&s));
             prop_assert_eq!(parse_time(&s).ok(), general(&s));
+        }
+
+        /// Timestamps are written as chrono writes them, in and outside years 0 to 9999.
+        #[test]
+        fn timestamps_are_written_as_chrono_writes_them(
+            secs in -70_000_000_000i64..300_000_000_000,
+            nanos in 0u32..1_000_000_000,
+            round in 0usize..4,
+        ) {
+            let nanos = nanos / [1, 1_000, 1_000_000, 1_000_000_000][round]
+                * [1, 1_000, 1_000_000, 1_000_000_000][round];
+            let t = DateTime::from_timestamp(secs, nanos).unwrap();
+            prop_assert_eq!(time(t), t.to_rfc3339_opts(SecondsFormat::AutoSi, false));
         }
 
         /// Whatever the text, the answer is the general parser's.

@@ -77,6 +77,25 @@ pub fn distance_m(a: LonLat, b: LonLat) -> f64 {
     Geodesic.distance(Point::from(a), Point::from(b))
 }
 
+/// An upper bound of [`distance_m`] that costs two `sin_cos` instead of an iterative
+/// geodesic: the length of a path on the ellipsoid from `a` to `b`, along a meridian from one
+/// latitude to the other and along the parallel of whichever latitude makes it shorter (the
+/// shorter way round). No path is shorter than the geodesic, so the bound is never below
+/// the distance; it equals it for two points on one meridian and exceeds it by at most
+/// about √2 for nearby points. For deciding that two fixes are close enough without the
+/// exact distance, as the speed rule mostly does.
+pub fn distance_upper_bound_m(a: LonLat, b: LonLat) -> f64 {
+    let (p1, p2) = (a.lat.to_radians(), b.lat.to_radians());
+    let ((s1, c1), (s2, c2)) = (p1.sin_cos(), p2.sin_cos());
+    let along_meridian = (meridian_arc(p2, s2, c2) - meridian_arc(p1, s1, c1)).abs();
+    // A parallel is a circle of radius N cos φ, N the prime vertical radius of curvature.
+    let parallel_radius = |s: f64, c: f64| WGS84_A * c.abs() / (1.0 - E2 * s * s).sqrt();
+    let radius = parallel_radius(s1, c1).min(parallel_radius(s2, c2));
+    let along_parallel = radius * wrap_dlon(b.lon - a.lon).abs();
+    // Rounding and the arc series' micrometres must not take the bound under the distance.
+    (along_meridian + along_parallel) * (1.0 + 1e-9) + 1e-3
+}
+
 /// Sum of the geodesic lengths of the segments of a polyline, in metres.
 pub fn polyline_length_m(points: &[LonLat]) -> f64 {
     points.windows(2).map(|w| distance_m(w[0], w[1])).sum()
@@ -420,6 +439,48 @@ mod tests {
         let g = distance_m(p, q);
         let e = planar(proj.to_xy(p), proj.to_xy(q));
         (e - g).abs() / g
+    }
+
+    // ---- distance_upper_bound_m --------------------------------------------------------
+
+    #[test]
+    fn upper_bound_is_exact_along_a_meridian_and_at_most_root_two_nearby() {
+        let north = destination(DISTRICT, 0.0, 1000.0);
+        let bound = distance_upper_bound_m(DISTRICT, north);
+        assert!((1000.0..1000.01).contains(&bound), "{bound}");
+        let north_east = destination(DISTRICT, 45.0, 1000.0);
+        let bound = distance_upper_bound_m(DISTRICT, north_east);
+        assert!(
+            bound > 1000.0 && bound < 1000.0 * 2f64.sqrt() * 1.001,
+            "{bound}"
+        );
+        assert!(distance_upper_bound_m(DISTRICT, DISTRICT) < 0.01);
+        // Across the antimeridian, the short way round.
+        let bound = distance_upper_bound_m(LonLat::new(179.999, 0.0), LonLat::new(-179.999, 0.0));
+        assert!(bound < 223.0, "{bound}");
+    }
+
+    proptest! {
+        #[test]
+        fn upper_bound_is_never_below_the_distance_nearby(
+            lon in -180.0f64..180.0, lat in -89.0f64..89.0,
+            bearing in 0.0f64..360.0, dist in 0.0f64..200_000.0,
+        ) {
+            let a = LonLat::new(lon, lat);
+            let b = destination(a, bearing, dist);
+            let d = distance_m(a, b);
+            prop_assert!(distance_upper_bound_m(a, b) >= d);
+            prop_assert!(distance_upper_bound_m(b, a) >= d);
+        }
+
+        #[test]
+        fn upper_bound_is_never_below_the_distance_anywhere(
+            lon1 in -180.0f64..=180.0, lat1 in -90.0f64..=90.0,
+            lon2 in -180.0f64..=180.0, lat2 in -90.0f64..=90.0,
+        ) {
+            let (a, b) = (LonLat::new(lon1, lat1), LonLat::new(lon2, lat2));
+            prop_assert!(distance_upper_bound_m(a, b) >= distance_m(a, b));
+        }
     }
 
     // ---- distance_m: published values -------------------------------------------------

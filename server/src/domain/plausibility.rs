@@ -14,7 +14,7 @@ use std::ops::BitOr;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::geodesy::{LonLat, distance_m};
+use super::geodesy::{LonLat, distance_m, distance_upper_bound_m};
 
 /// One fix as the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -191,6 +191,24 @@ pub fn apparent_speed_mps(a: &FixSample, b: &FixSample) -> f64 {
     }
 }
 
+/// Whether the apparent speed from a to b is above `limit`: `apparent_speed_mps(a, b) >
+/// limit`, decided from [`distance_upper_bound_m`] when even that bound is slow enough,
+/// which is the case for almost every pair of fixes of a real track, and from the geodesic
+/// otherwise.
+pub fn faster_than(a: &FixSample, b: &FixSample, limit: f64) -> bool {
+    let bound = distance_upper_bound_m(a.position, b.position);
+    if bound.is_finite() {
+        let slack = a.accuracy_m.max(0.0) + b.accuracy_m.max(0.0);
+        let gap = (bound - slack).max(0.0);
+        let dt = (b.recorded_at - a.recorded_at).as_seconds_f64().abs();
+        // The true gap is no larger, so its speed is no higher.
+        if gap == 0.0 || (dt > 0.0 && gap / dt <= limit) {
+            return false;
+        }
+    }
+    apparent_speed_mps(a, b) > limit
+}
+
 /// implausible_speed: the new fix is implausible when the apparent speed to its nearest earlier
 /// credible neighbour or to its nearest later one (in recorded_at order; `None` when there is
 /// none) exceeds the mobility's limit.
@@ -202,8 +220,8 @@ pub fn implausible_speed(
     t: &Thresholds,
 ) -> bool {
     let limit = t.max_speed_mps(mobility);
-    prev.is_some_and(|p| apparent_speed_mps(p, fix) > limit)
-        || next.is_some_and(|n| apparent_speed_mps(fix, n) > limit)
+    prev.is_some_and(|p| faster_than(p, fix, limit))
+        || next.is_some_and(|n| faster_than(fix, n, limit))
 }
 
 /// Whether two fixes carry bit-for-bit the same reading (position, accuracy and speed).
@@ -362,7 +380,7 @@ fn later_neighbour<'a>(
     limit: f64,
 ) -> Option<&'a FixSample> {
     let fix = &samples[i];
-    let contradicts = |a: &FixSample, b: &FixSample| apparent_speed_mps(a, b) > limit;
+    let contradicts = |a: &FixSample, b: &FixSample| faster_than(a, b, limit);
     if prev.is_some_and(|p| contradicts(p, fix)) {
         // Implausible whatever comes later, and the evidence below assumes prev agrees.
         return None;
@@ -1021,6 +1039,31 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The cheap decision is the exact one: for pairs of fixes whose speed is anywhere
+        /// from far under to far over the limit, and right at it.
+        #[test]
+        fn prop_faster_than_decides_as_the_geodesic_does(
+            bearing in 0.0f64..360.0,
+            dist in 0.0f64..5_000.0,
+            dt_ms in 0i64..600_000,
+            acc_a in 0.0f64..100.0,
+            acc_b in 0.0f64..100.0,
+            lat in -80.0f64..80.0,
+            at_limit in any::<bool>(),
+        ) {
+            let a = sample(0, LonLat::new(108.95, lat), acc_a);
+            let b = FixSample {
+                position: destination(a.position, bearing, dist),
+                accuracy_m: acc_b,
+                recorded_at: at_ms(dt_ms),
+                speed_mps: None,
+            };
+            let exact = apparent_speed_mps(&a, &b);
+            let limit = if at_limit { exact } else { 7.0 };
+            prop_assert_eq!(faster_than(&a, &b, limit), exact > limit);
+            prop_assert_eq!(faster_than(&b, &a, limit), apparent_speed_mps(&b, &a) > limit);
+        }
 
         /// A normal walk raises no flag at all, whatever order and split judge_batch gets it in.
         #[test]
