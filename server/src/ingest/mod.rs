@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub mod sqlite;
+#[allow(unsafe_code)]
+mod wal_gather;
 
 use crate::{
     domain::{

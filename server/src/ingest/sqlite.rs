@@ -64,10 +64,15 @@ pub fn path_of_url(url: &str) -> Option<std::path::PathBuf> {
 /// Opens the writer's connection on an existing database and checks that commits are as
 /// durable as configured.
 pub fn open(o: &Options) -> anyhow::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        &o.path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Gathering WAL writes is sound only when every commit syncs the WAL before it is
+    // published (see `wal_gather`).
+    let conn = if o.synchronous.eq_ignore_ascii_case("full") {
+        super::wal_gather::register().map_err(anyhow::Error::msg)?;
+        Connection::open_with_flags_and_vfs(&o.path, flags, super::wal_gather::NAME)?
+    } else {
+        Connection::open_with_flags(&o.path, flags)?
+    };
     conn.busy_timeout(std::time::Duration::from_millis(o.busy_timeout_ms))?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
