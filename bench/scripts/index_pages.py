@@ -17,15 +17,14 @@ transaction.
 
 Uses Python's own sqlite3 module; the database goes to a temporary directory.
 """
-import datetime
 import os
-import random
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
-import uuid
+
+import fix_rows
 
 if len(sys.argv) != 3 or sys.argv[1] not in ("full", "merged", "nocov", "nouq"):
     sys.exit(__doc__)
@@ -58,26 +57,8 @@ if variant == "merged":
               "(member_id, recorded_at, lat, lon, accuracy_m, flags)")
 
 MEMBERS = 256
-members = [uuid.uuid4().bytes for _ in range(MEMBERS)]
-steps = [0] * MEMBERS
-base = datetime.datetime(2026, 11, 20)
-
-
-def v7():
-    return uuid.UUID(int=(time.time_ns() // 1_000_000 << 80) | random.getrandbits(80)).bytes
-
-
-def rows(member, n):
-    out = []
-    for _ in range(n):
-        step = steps[member]
-        steps[member] += 1
-        t = (base + datetime.timedelta(seconds=step)).isoformat() + "+00:00"
-        out.append((v7(), members[member], uuid.uuid4().bytes, t, t, 34.2 + step * 1e-6,
-                    108.9, 8.0, 1.0, None, None, None, "ping", None, None, "wgs84", 0, 0,
-                    "api"))
-    return out
-
+tracks = fix_rows.Tracks(MEMBERS)
+members, rows = tracks.members, tracks.rows
 
 INSERT = "INSERT INTO fixes VALUES (" + ",".join("?" * 19) + ") ON CONFLICT DO NOTHING"
 for _ in range(prefill // 25):

@@ -12,14 +12,13 @@ transaction wrote (from the growth of the WAL file) and the time of its COMMIT.
 
 Uses Python's own sqlite3 module; the database goes to a temporary directory.
 """
-import datetime
 import os
-import random
 import sqlite3
 import sys
 import tempfile
 import time
-import uuid
+
+import fix_rows
 
 ordered = sys.argv[1:] == ["ordered"]
 if sys.argv[1:] not in (["random"], ["ordered"]):
@@ -46,26 +45,9 @@ c.execute('CREATE INDEX idx_fixes_member_recorded ON fixes (member_id, recorded_
 c.execute('CREATE INDEX idx_fixes_recorded_coverage ON fixes '
           '(recorded_at, member_id, lat, lon, accuracy_m, flags)')
 
-members = [uuid.uuid4().bytes for _ in range(4)]
+tracks = fix_rows.Tracks(4, ordered_client_ids=ordered)
+members, rows = tracks.members, tracks.rows
 c.executemany("INSERT INTO members VALUES (?)", [(m,) for m in members])
-steps = [0] * len(members)
-base = datetime.datetime(2026, 11, 20)
-
-
-def v7():
-    return uuid.UUID(int=(time.time_ns() // 1_000_000 << 80) | random.getrandbits(80)).bytes
-
-
-def rows(member, n):
-    out = []
-    for _ in range(n):
-        step = steps[member]
-        steps[member] += 1
-        t = (base + datetime.timedelta(seconds=step)).isoformat() + "+00:00"
-        client_id = v7() if ordered else uuid.uuid4().bytes
-        out.append((v7(), members[member], client_id, t, t, 34.2 + step * 1e-6, 108.9, 8.0,
-                    1.0, None, None, None, "ping", None, None, "wgs84", 0, 0, "api"))
-    return out
 
 
 INSERT = ("INSERT INTO fixes VALUES (" + ",".join("?" * 19) +

@@ -8,8 +8,9 @@
 //! the Unix epoch. A fix written into a packed hour (a phone syncing late) marks its
 //! member's hour in `fix_packs_dirty` (with the time, in seconds since the epoch, of the
 //! latest such write), in the transaction that writes it; readers take such a member's
-//! fixes of that hour from the table until the hour is packed again. (The marks are made by the server's writer, not by triggers: a
-//! row trigger, even one that does nothing, cost SQLite about a third of its insert rate.)
+//! fixes of that hour from the table until the hour is packed again. (The marks are made by
+//! the server's writer, not by triggers: a row trigger, even one that does nothing, cost
+//! SQLite about a third of its insert rate.)
 //! On PostgreSQL nothing is created: coverage reads the fixes themselves there.
 
 use sea_orm_migration::prelude::*;

@@ -1,5 +1,5 @@
 //! A SQLite VFS for the writer's connection that hands the WAL frames of a commit to the
-//! kernel in one write instead of two a page.
+//! kernel in 64 KiB writes instead of two writes a page.
 //!
 //! SQLite writes each WAL frame as two `pwrite` calls, the 24-byte frame header and then the
 //! page, each page at an offset 24 bytes past a 4 KiB boundary. With single fixes from many
@@ -7,8 +7,8 @@
 //! the writer's time (the system call, and the kernel's work per file page, of which an
 //! unaligned 8 KiB write touches three). This VFS wraps the platform's default one and, for
 //! WAL files only, gathers consecutive writes in memory and writes them out in 64 KiB
-//! blocks before anything that could observe them: a read, a size query, a truncation, a file
-//! control, closing, and above all the sync that makes a commit durable.
+//! blocks before anything that could observe them: a read, a size query, a truncation, a
+//! file control, closing, and above all the sync that makes a commit durable.
 //!
 //! That last point is the condition of its use. With `synchronous = FULL` SQLite syncs the
 //! WAL before it publishes a commit in the WAL index, so every frame another connection can
