@@ -78,12 +78,42 @@ struct Args {
     /// Skip the check-in workloads (only the baselines)
     #[arg(long)]
     baselines_only: bool,
+    /// Run only these parts of the benchmark (a comma-separated list), for a quicker
+    /// comparison of builds; the targets of the parts left out read "not measured"
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PARTS")]
+    only: Vec<Part>,
     /// Send time-ordered client ids (UUID v7) instead of random ones (v4, the default and
     /// what the targets are judged on)
     #[arg(long)]
     ordered_client_ids: bool,
     #[command(subcommand)]
     command: Option<Workload>,
+}
+
+/// The parts of the ingest benchmark, for `--only`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// `GET /healthz` at 16, 64 and 256 connections
+    Healthz,
+    /// Single-fix POSTs at 16 connections
+    Single16,
+    /// Single-fix POSTs at 64 connections
+    Single64,
+    /// Single-fix POSTs at 256 connections
+    Single256,
+    /// Batches of 100 at 16 connections
+    Batch100,
+    /// Batches of 1,000 at 4 connections
+    Batch1000,
+    /// The raw insert baseline
+    Raw,
+}
+
+impl Args {
+    /// Whether this part of the benchmark runs.
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 /// Benchmarks other than check-in ingest.
@@ -246,16 +276,18 @@ async fn bench(
     }
     report.patrol_version = version;
 
-    progress(&format!(
-        "raw insert baseline: {} rows in {}-row transactions",
-        args.raw_rows, args.raw_rows_per_txn
-    ));
-    let raw_rows = usize::try_from(args.raw_rows)?;
-    let per_txn = usize::try_from(args.raw_rows_per_txn)?;
-    report.raw = Some(match db {
-        Database::Sqlite { file } => raw::sqlite(file, raw_rows, per_txn).await?,
-        Database::Postgres { .. } => raw::postgres(&db.url(), raw_rows, per_txn).await?,
-    });
+    if args.runs(Part::Raw) {
+        progress(&format!(
+            "raw insert baseline: {} rows in {}-row transactions",
+            args.raw_rows, args.raw_rows_per_txn
+        ));
+        let raw_rows = usize::try_from(args.raw_rows)?;
+        let per_txn = usize::try_from(args.raw_rows_per_txn)?;
+        report.raw = Some(match db {
+            Database::Sqlite { file } => raw::sqlite(file, raw_rows, per_txn).await?,
+            Database::Postgres { .. } => raw::postgres(&db.url(), raw_rows, per_txn).await?,
+        });
+    }
     report.database = match db {
         Database::Sqlite { .. } => format!(
             "SQLite (synchronous=FULL, WAL) on {}",
@@ -320,31 +352,43 @@ async fn drive(
 
     let checkins_route = checkins_in_openapi(addr).await;
     let mut specs = Vec::new();
-    for conns in [16, 64, 256] {
-        specs.push(Spec {
-            name: "baseline GET /healthz".into(),
-            kind: Kind::Healthz,
-            conns,
-        });
-    }
-    if !args.baselines_only {
+    if args.runs(Part::Healthz) {
         for conns in [16, 64, 256] {
             specs.push(Spec {
-                name: "single-fix POST".into(),
-                kind: Kind::Single,
+                name: "baseline GET /healthz".into(),
+                kind: Kind::Healthz,
                 conns,
             });
         }
-        specs.push(Spec {
-            name: "batch 100".into(),
-            kind: Kind::Batch(100),
-            conns: 16,
-        });
-        specs.push(Spec {
-            name: "batch 1000".into(),
-            kind: Kind::Batch(1000),
-            conns: 4,
-        });
+    }
+    if !args.baselines_only {
+        for (part, conns) in [
+            (Part::Single16, 16),
+            (Part::Single64, 64),
+            (Part::Single256, 256),
+        ] {
+            if args.runs(part) {
+                specs.push(Spec {
+                    name: "single-fix POST".into(),
+                    kind: Kind::Single,
+                    conns,
+                });
+            }
+        }
+        if args.runs(Part::Batch100) {
+            specs.push(Spec {
+                name: "batch 100".into(),
+                kind: Kind::Batch(100),
+                conns: 16,
+            });
+        }
+        if args.runs(Part::Batch1000) {
+            specs.push(Spec {
+                name: "batch 1000".into(),
+                kind: Kind::Batch(1000),
+                conns: 4,
+            });
+        }
     }
     let warmup = Duration::from_secs(args.warmup);
     let seconds = Duration::from_secs(args.seconds);
