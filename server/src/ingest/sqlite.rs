@@ -12,7 +12,10 @@
 //! through sea-orm unchanged: UUIDs as 16-byte BLOBs, timestamps as RFC 3339 text with
 //! automatic fractional digits and `+00:00`, booleans as 0/1.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -41,6 +44,28 @@ pub struct Options {
     pub journal_size_limit: u64,
     /// Busy timeout in milliseconds.
     pub busy_timeout_ms: u64,
+}
+
+/// The busy timeout of the connections opened by [`open`] (all take it from the same
+/// setting), for [`busy`].
+static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`busy`] sleeps between tries.
+const BUSY_NAP: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The busy handler of the writing connections: tries again every [`BUSY_NAP`] until the
+/// busy timeout has passed. SQLite's own handler sleeps 1, 2, 5, 10, 15 ms and longer
+/// between tries; the lock these connections wait for is mostly the checkpointer's, which
+/// holds it for a few milliseconds when it starts the WAL again (a few times a second under
+/// a full load of single fixes), and the writer overslept it by several milliseconds while
+/// every pending fix waited.
+fn busy(tries: i32) -> bool {
+    let waited = BUSY_NAP.saturating_mul(u32::try_from(tries).unwrap_or(0));
+    if waited.as_millis() >= u128::from(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)) {
+        return false;
+    }
+    std::thread::sleep(BUSY_NAP);
+    true
 }
 
 /// The file named by a `sqlite:` URL as sqlx reads it (`sqlite://path`, `sqlite:path`,
@@ -73,7 +98,8 @@ pub fn open(o: &Options) -> anyhow::Result<Connection> {
     } else {
         Connection::open_with_flags(&o.path, flags)?
     };
-    conn.busy_timeout(std::time::Duration::from_millis(o.busy_timeout_ms))?;
+    BUSY_TIMEOUT_MS.fetch_max(o.busy_timeout_ms, Ordering::Relaxed);
+    conn.busy_handler(Some(busy))?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -{}; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
