@@ -59,8 +59,9 @@ impl Role {
     }
 }
 
-/// The authenticated caller, re-read from the database on every request so that a
-/// revoked login, a deactivated member or a changed role takes effect at once.
+/// The authenticated caller, checked against the database on every request (through
+/// [`AuthCache`]) so that a revoked login, a deactivated member or a changed role takes
+/// effect at once.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
     /// Member id.
