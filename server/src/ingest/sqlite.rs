@@ -46,8 +46,10 @@ pub struct Options {
     pub busy_timeout_ms: u64,
 }
 
-/// The busy timeout of the connections opened by [`open`] (all take it from the same
-/// setting), for [`busy`].
+/// The busy timeout of the connections opened by [`open`], for [`busy`] (SQLite takes a
+/// busy handler without data of its own, so the timeout is one per process). A server
+/// takes it from its one setting; a process that starts several servers with different
+/// settings (the tests) gives all their writers the largest.
 static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 
 /// How long [`busy`] sleeps between tries.
