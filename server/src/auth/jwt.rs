@@ -123,9 +123,14 @@ impl JwtKeys {
             iat: now,
             jti: Uuid::now_v7(),
         };
+        self.sign(&claims)
+    }
+
+    /// Signs claims with the current key, its `kid` in the header.
+    fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.kid.clone());
-        Ok(encode(&header, &claims, &self.current.encoding)?)
+        Ok(encode(&header, claims, &self.current.encoding)?)
     }
 
     /// Verifies a token: the pinned algorithm, a known `kid`, signature, `exp`, `nbf`,
@@ -217,12 +222,7 @@ mod tests {
             iat: now,
             jti: Uuid::now_v7(),
         };
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(keys.current.kid.clone());
-        (
-            encode(&header, &claims, &keys.current.encoding).unwrap(),
-            claims,
-        )
+        (keys.sign(&claims).unwrap(), claims)
     }
 
     #[test]
