@@ -85,9 +85,11 @@ pub fn open(
 /// a fix, so years 0 to 9999 are written here by hand; others (and leap seconds) by chrono.
 pub fn time(t: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
+    // The naive time once: each field of a `DateTime` adds its offset again.
+    let t = t.naive_utc();
     let (year, nanos) = (t.year(), t.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return t.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        return t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, false);
     }
     let mut out = [0u8; 35];
     let mut put = |at: usize, value: u32, width: usize| {
@@ -122,7 +124,7 @@ pub fn time(t: DateTime<Utc>) -> String {
         out[i] = c;
     }
     out[end..end + 6].copy_from_slice(b"+00:00");
-    String::from_utf8_lossy(&out[..end + 6]).into_owned()
+    out[..end + 6].iter().map(|&b| char::from(b)).collect()
 }
 
 /// A stored timestamp.
