@@ -184,7 +184,7 @@ pub async fn announce(state: &AppState, action: &str, alerts: &[alert::Model]) -
         }
         events.push(NewEvent {
             kind: kind::ALERT,
-            data,
+            data: crate::events::raw(&data),
             unit_path: a.unit_id.and_then(|u| paths.get(&u).cloned()),
             member_id: a.member_id,
         });

@@ -29,7 +29,7 @@ use sea_orm::{
     Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{json, value::RawValue};
 use tokio::sync::{Notify, broadcast, mpsc};
 use uuid::Uuid;
 
@@ -150,8 +150,8 @@ pub struct Event {
     /// `checkin`, `alert` or `post_status`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The JSON sent to clients.
-    pub data: Value,
+    /// The JSON sent to clients, serialized once.
+    pub data: Arc<RawValue>,
     /// Path of the unit the event belongs to; commanders of that subtree see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_path: Option<String>,
@@ -165,8 +165,8 @@ pub struct Event {
 pub struct NewEvent {
     /// Its kind.
     pub kind: &'static str,
-    /// Its data.
-    pub data: Value,
+    /// Its data, serialized once.
+    pub data: Arc<RawValue>,
     /// The unit it belongs to.
     pub unit_path: Option<String>,
     /// The member it is about.
@@ -606,8 +606,8 @@ async fn describe_checkins(
                     kind: kind::CHECKIN,
                     data: checkin_data(
                         f,
-                        m.map(|m| m.name.clone()),
-                        f.post_id.and_then(|p| posts.get(&p)).map(|p| p.1.clone()),
+                        m.map(|m| m.name.as_str()),
+                        f.post_id.and_then(|p| posts.get(&p)).map(|p| p.1.as_str()),
                     ),
                     unit_path: m.and_then(|m| m.unit_path.clone()),
                     member_id: Some(f.member_id),
@@ -618,23 +618,50 @@ async fn describe_checkins(
     }
 }
 
+/// Event data, serialized once: the history, the streams and PostgreSQL's notifications
+/// all share this text.
+pub fn raw(data: &impl Serialize) -> Arc<RawValue> {
+    serde_json::value::to_raw_value(data)
+        .map(Arc::from)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "event data could not be serialized");
+            Arc::from(RawValue::NULL.to_owned())
+        })
+}
+
+/// The data of a `checkin` event. The fields are in alphabetical order, as they were when
+/// this was a JSON value.
+#[derive(Serialize)]
+struct CheckinData<'a> {
+    fix_id: Uuid,
+    flags: Vec<&'static str>,
+    kind: &'a str,
+    lat: f64,
+    lon: f64,
+    member_id: Uuid,
+    member_name: Option<&'a str>,
+    post_code: Option<&'a str>,
+    post_id: Option<Uuid>,
+    recorded_at: DateTime<Utc>,
+}
+
 /// The data of a `checkin` event.
 pub fn checkin_data(
     f: &fix::Model,
-    member_name: Option<String>,
-    post_code: Option<String>,
-) -> Value {
-    json!({
-        "fix_id": f.id,
-        "member_id": f.member_id,
-        "member_name": member_name,
-        "post_id": f.post_id,
-        "post_code": post_code,
-        "lat": f.lat,
-        "lon": f.lon,
-        "recorded_at": f.recorded_at,
-        "kind": f.kind,
-        "flags": Flags(f.flags).names(),
+    member_name: Option<&str>,
+    post_code: Option<&str>,
+) -> Arc<RawValue> {
+    raw(&CheckinData {
+        fix_id: f.id,
+        flags: Flags(f.flags).names(),
+        kind: &f.kind,
+        lat: f.lat,
+        lon: f.lon,
+        member_id: f.member_id,
+        member_name,
+        post_code,
+        post_id: f.post_id,
+        recorded_at: f.recorded_at,
     })
 }
 
@@ -733,20 +760,63 @@ pub fn post_status_data(
     required: u32,
     present: u32,
     at: DateTime<Utc>,
-) -> Value {
-    json!({
+) -> Arc<RawValue> {
+    raw(&json!({
         "post_id": post_id,
         "post_code": post_code,
         "staffed": staffed,
         "required": required,
         "present": present,
         "at": at,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkin_data_is_the_json_it_was_as_a_value() {
+        let at = DateTime::parse_from_rfc3339("2026-11-28T08:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let fix = fix::Model {
+            id: Uuid::now_v7(),
+            member_id: Uuid::now_v7(),
+            client_id: Uuid::new_v4(),
+            recorded_at: at,
+            received_at: at,
+            lat: 34.251234567,
+            lon: -108.95,
+            accuracy_m: 5.0,
+            speed_mps: None,
+            heading_deg: None,
+            altitude_m: None,
+            battery: None,
+            kind: "sos".into(),
+            post_id: Some(Uuid::now_v7()),
+            shift_id: None,
+            datum: "wgs84".into(),
+            mock: true,
+            flags: (Flags::MOCK_LOCATION | Flags::OUTSIDE_SHIFT).0,
+            source: "api".into(),
+        };
+        for (name, code) in [(Some("Li \"Wei\""), Some("K-01")), (None, None)] {
+            let before = json!({
+                "fix_id": fix.id,
+                "member_id": fix.member_id,
+                "member_name": name,
+                "post_id": fix.post_id,
+                "post_code": code,
+                "lat": fix.lat,
+                "lon": fix.lon,
+                "recorded_at": fix.recorded_at,
+                "kind": fix.kind,
+                "flags": Flags(fix.flags).names(),
+            });
+            assert_eq!(checkin_data(&fix, name, code).get(), before.to_string());
+        }
+    }
 
     #[test]
     fn a_queue_holds_at_most_its_items_and_frees_them_when_taken() {
@@ -770,7 +840,7 @@ mod tests {
     fn new_event(member: Option<Uuid>, path: Option<&str>) -> NewEvent {
         NewEvent {
             kind: kind::CHECKIN,
-            data: json!({}),
+            data: raw(&json!({})),
             unit_path: path.map(str::to_owned),
             member_id: member,
         }
@@ -801,7 +871,7 @@ mod tests {
         let ev = |id| Event {
             id,
             kind: kind::ALERT.into(),
-            data: json!({}),
+            data: raw(&json!({})),
             unit_path: None,
             member_id: None,
         };
@@ -836,7 +906,7 @@ mod tests {
             .map(|id| Event {
                 id,
                 kind: kind::CHECKIN.into(),
-                data: json!({"text": "x".repeat(100)}),
+                data: raw(&json!({"text": "x".repeat(100)})),
                 unit_path: Some("/a/".into()),
                 member_id: None,
             })

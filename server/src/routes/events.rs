@@ -33,7 +33,7 @@ fn sse(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.id.to_string())
         .event(e.kind.as_str())
-        .data(e.data.to_string())
+        .data(e.data.get())
 }
 
 fn reset(id: u64) -> SseEvent {
