@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """WAL written per fix by each layout of the fixes table's indexes, under the batch workload.
 
-A side measurement for BENCHMARKS.md ("Fixes indexed by member only"): the `fixes` table
+A side measurement for docs/benchmark-history.md ("fixes indexed by member only"): the `fixes` table
 as the migrations make it on SQLite (8 KiB pages, WAL, synchronous=FULL, 64 MiB cache, no
 checkpoints while measuring), 256 members whose tracks advance together one second a fix,
 first `PREFILL` fixes each sent 25 at a time in turn (as single fixes arrive), then 24
