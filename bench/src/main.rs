@@ -69,6 +69,10 @@ struct Args {
     /// Rows per transaction of the raw baseline (on PostgreSQL in INSERT statements of at most 64 rows)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     raw_rows_per_txn: u64,
+    /// Consecutive rows of one member in the raw baseline, the members in turn: 1,000 as a
+    /// batch of 1,000 sends them, 100 as a batch of 100
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    raw_run_rows: u64,
     /// The patrol binary [default: `patrol` next to this executable, i.e. target/release/patrol]
     #[arg(long, value_name = "PATH")]
     patrol: Option<PathBuf>,
@@ -278,14 +282,18 @@ async fn bench(
 
     if args.runs(Part::Raw) {
         progress(&format!(
-            "raw insert baseline: {} rows in {}-row transactions",
-            args.raw_rows, args.raw_rows_per_txn
+            "raw insert baseline: {} rows in {}-row transactions, runs of {} fixes of one member",
+            args.raw_rows, args.raw_rows_per_txn, args.raw_run_rows
         ));
-        let raw_rows = usize::try_from(args.raw_rows)?;
-        let per_txn = usize::try_from(args.raw_rows_per_txn)?;
+        let plan = raw::Plan {
+            total: usize::try_from(args.raw_rows)?,
+            per_txn: usize::try_from(args.raw_rows_per_txn)?,
+            run_rows: usize::try_from(args.raw_run_rows)?,
+            base: chrono::Utc::now() - chrono::TimeDelta::days(30),
+        };
         report.raw = Some(match db {
-            Database::Sqlite { file } => raw::sqlite(file, raw_rows, per_txn).await?,
-            Database::Postgres { .. } => raw::postgres(&db.url(), raw_rows, per_txn).await?,
+            Database::Sqlite { file } => raw::sqlite(file, plan).await?,
+            Database::Postgres { .. } => raw::postgres(&db.url(), plan).await?,
         });
     }
     report.database = match db {

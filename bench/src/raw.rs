@@ -1,7 +1,8 @@
 //! The raw insert ceiling: rows like the server's written straight into the same
 //! database's `fixes` table, 1,000 rows per transaction, on one connection with the
 //! server's durability settings. The rows come as the batch workloads send them: runs of
-//! a thousand consecutive fixes of one member, the members in turn. On SQLite they go in
+//! consecutive fixes of one member (a thousand, as in a batch of 1,000, unless
+//! `--raw-run-rows` says otherwise), the members in turn. On SQLite they go in
 //! as the server's writer puts them (prepared single-row INSERTs through rusqlite, WAL,
 //! synchronous FULL, the writer's 64 MiB page cache); on PostgreSQL as 64-row INSERTs, as the
 //! server's writer puts them there.
@@ -22,8 +23,18 @@ use uuid::Uuid;
 /// set `TCP_NODELAY`, and a larger statement (over about 16 KiB) waits 40 ms for a delayed
 /// acknowledgement (see the server's `ingest::INSERT_SIZES`).
 const ROWS_PER_STATEMENT: usize = 64;
-/// Consecutive rows of one member, as in a batch of the batch workloads.
-const RUN_ROWS: u64 = 1000;
+/// What one raw baseline writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Rows in all.
+    pub total: usize,
+    /// Rows per transaction.
+    pub per_txn: usize,
+    /// Consecutive rows of one member, as in one batch of a batch workload.
+    pub run_rows: usize,
+    /// `recorded_at` of each member's first row.
+    pub base: DateTime<Utc>,
+}
 
 const COLUMNS: &str = "INSERT INTO fixes (id, member_id, client_id, recorded_at, received_at, \
      lat, lon, accuracy_m, speed_mps, heading_deg, altitude_m, battery, kind, post_id, shift_id, \
@@ -36,6 +47,8 @@ pub struct RawMeasured {
     pub rows: u64,
     /// Rows per transaction (on PostgreSQL in INSERT statements of at most 64 rows).
     pub rows_per_transaction: usize,
+    /// Consecutive rows of one member, the members in turn.
+    pub rows_per_member_run: usize,
     /// Transactions committed.
     pub transactions: u64,
     /// Time taken, in seconds.
@@ -79,22 +92,23 @@ fn make_rows(
     members: &[Uuid],
     first: u64,
     n: usize,
-    base: DateTime<Utc>,
+    plan: &Plan,
     received_at: DateTime<Utc>,
 ) -> Vec<Row19> {
+    let run_rows = plan.run_rows.max(1) as u64;
     (0..n as u64)
         .map(|k| {
-            // Like the batch workloads: runs of RUN_ROWS consecutive fixes of one member,
+            // Like the batch workloads: runs of `run_rows` consecutive fixes of one member,
             // a second apart, the members in turn.
             let i = first + k;
-            let run = i / RUN_ROWS;
+            let run = i / run_rows;
             let m = (run % members.len() as u64) as usize;
-            let step = (run / members.len() as u64) * RUN_ROWS + i % RUN_ROWS;
+            let step = (run / members.len() as u64) * run_rows + i % run_rows;
             Row19 {
                 id: Uuid::now_v7(),
                 member_id: members[m],
                 client_id: Uuid::new_v4(),
-                recorded_at: base + TimeDelta::seconds(step as i64),
+                recorded_at: plan.base + TimeDelta::seconds(step as i64),
                 received_at,
                 lat: 34.22 + (m % 16) as f64 * 0.001 + (step % 500) as f64 / 111_320.0,
                 lon: 108.95 + (m / 16) as f64 * 0.001,
@@ -205,7 +219,7 @@ impl TsEncoding {
 fn summarize(
     cpu_before: (Option<u64>, Option<u64>),
     rows: u64,
-    per_txn: usize,
+    plan: &Plan,
     took: Duration,
     mut txn_us: Vec<u32>,
     storage: String,
@@ -214,7 +228,8 @@ fn summarize(
     let secs = took.as_secs_f64();
     RawMeasured {
         rows,
-        rows_per_transaction: per_txn,
+        rows_per_transaction: plan.per_txn,
+        rows_per_member_run: plan.run_rows,
         transactions: txn_us.len() as u64,
         seconds: secs,
         transactions_per_s: txn_us.len() as f64 / secs,
@@ -256,11 +271,8 @@ fn uuid_from_sqlite(
 }
 
 /// Inserts `total` rows into the SQLite file the server used (the server must be stopped).
-pub async fn sqlite(
-    file: &std::path::Path,
-    total: usize,
-    per_txn: usize,
-) -> anyhow::Result<RawMeasured> {
+pub async fn sqlite(file: &std::path::Path, plan: Plan) -> anyhow::Result<RawMeasured> {
+    let Plan { total, per_txn, .. } = plan;
     let options = SqliteConnectOptions::new()
         .filename(file)
         .journal_mode(SqliteJournalMode::Wal)
@@ -397,7 +409,6 @@ pub async fn sqlite(
             IdStorage::Blob => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
         }
     };
-    let base = Utc::now() - TimeDelta::days(30);
     let mut txn_us = Vec::with_capacity(total / per_txn + 1);
     let cpu_before = (crate::cpu::machine_busy_ticks(), crate::cpu::own_ticks());
     let started = Instant::now();
@@ -405,7 +416,7 @@ pub async fn sqlite(
     while (written as usize) < total {
         let n = per_txn.min(total - written as usize);
         let t0 = Instant::now();
-        let rows = make_rows(&members, written, n, base, Utc::now());
+        let rows = make_rows(&members, written, n, &plan, Utc::now());
         let tx = db.unchecked_transaction()?;
         {
             let mut insert = tx.prepare_cached(&sql)?;
@@ -441,13 +452,12 @@ pub async fn sqlite(
     }
     let took = started.elapsed();
     drop(db);
-    Ok(summarize(
-        cpu_before, written, per_txn, took, txn_us, storage,
-    ))
+    Ok(summarize(cpu_before, written, &plan, took, txn_us, storage))
 }
 
 /// Inserts `total` rows into the PostgreSQL database at `url`.
-pub async fn postgres(url: &str, total: usize, per_txn: usize) -> anyhow::Result<RawMeasured> {
+pub async fn postgres(url: &str, plan: Plan) -> anyhow::Result<RawMeasured> {
+    let Plan { total, per_txn, .. } = plan;
     let mut conn = PgConnection::connect(url)
         .await
         .context("connecting to the bench database")?;
@@ -476,7 +486,6 @@ pub async fn postgres(url: &str, total: usize, per_txn: usize) -> anyhow::Result
         "native uuid and timestamptz, kind {:?}, datum {:?}, source {:?}",
         texts.kind, texts.datum, texts.source
     );
-    let base = Utc::now() - TimeDelta::days(30);
     let mut txn_us = Vec::with_capacity(total / per_txn + 1);
     let cpu_before = (crate::cpu::machine_busy_ticks(), crate::cpu::own_ticks());
     let started = Instant::now();
@@ -484,7 +493,7 @@ pub async fn postgres(url: &str, total: usize, per_txn: usize) -> anyhow::Result
     while (written as usize) < total {
         let n = per_txn.min(total - written as usize);
         let t0 = Instant::now();
-        let rows = make_rows(&members, written, n, base, Utc::now());
+        let rows = make_rows(&members, written, n, &plan, Utc::now());
         let mut tx = conn.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
@@ -520,9 +529,7 @@ pub async fn postgres(url: &str, total: usize, per_txn: usize) -> anyhow::Result
     }
     let took = started.elapsed();
     conn.close().await.ok();
-    Ok(summarize(
-        cpu_before, written, per_txn, took, txn_us, storage,
-    ))
+    Ok(summarize(cpu_before, written, &plan, took, txn_us, storage))
 }
 
 /// `fsync` and `synchronous_commit` of the PostgreSQL server at `url`.

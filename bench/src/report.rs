@@ -263,9 +263,10 @@ impl Report {
         if let Some(r) = &self.raw {
             let _ = writeln!(
                 out,
-                "raw insert: {} rows in {:.1} s on one connection, {}.",
+                "raw insert: {} rows in {:.1} s on one connection, {} consecutive fixes of one member at a time, the members in turn, {}.",
                 thousands(r.rows as f64),
                 r.seconds,
+                thousands(r.rows_per_member_run as f64),
                 r.storage
             );
         }
