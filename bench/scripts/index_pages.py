@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """WAL written per fix by each layout of the fixes table's indexes, under the batch workload.
 
-A side measurement for docs/benchmark-history.md ("fixes indexed by member only"): the `fixes` table
-as the migrations make it on SQLite (8 KiB pages, WAL, synchronous=FULL, 64 MiB cache, no
-checkpoints while measuring), 256 members whose tracks advance together one second a fix,
-first `PREFILL` fixes each sent 25 at a time in turn (as single fixes arrive), then 24
-transactions of 4,000 fixes: 1,000 consecutive fixes of each of four members (four
-1,000-fix batches, one group of the server's writer). Prints the WAL frames per
-transaction (from the growth of the WAL file), the bytes per fix and the time of a
+A side measurement for docs/benchmark-history.md ("fixes indexed by member only"): the
+`fixes` table as the migrations make it on SQLite (8 KiB pages, WAL, synchronous=FULL,
+64 MiB cache, no checkpoints while measuring), 256 members whose tracks advance together one
+second a fix, first `PREFILL` fixes each sent 25 at a time in turn (as single fixes
+arrive), then 24 transactions of 4,000 fixes: 1,000 consecutive fixes of each of four
+members (four 1,000-fix batches, one group of the server's writer). Prints the WAL frames
+per transaction (from the growth of the WAL file), the bytes per fix and the time of a
 transaction.
 
     python3 bench/scripts/index_pages.py full 3000     # the indexes before 2026-12-06

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """WAL written per fix by the fixes table's schema, with random or time-ordered client ids.
 
-A side measurement for docs/benchmark-history.md ("Why batches stop near ..."): the `fixes` table and
-its indexes as the migrations make them on SQLite, four members with 150,000 fixes each,
-then 60 transactions of 2,000 fixes (1,000 of each of two members), WAL mode with
-synchronous=FULL and no checkpoints while measuring. Prints the WAL frames each
-transaction wrote (from the growth of the WAL file) and the time of its COMMIT.
+A side measurement for docs/benchmark-history.md ("Why batches stop near ..."): the
+`fixes` table and its indexes as the migrations make them on SQLite, four members with
+150,000 fixes each, then 60 transactions of 2,000 fixes (1,000 of each of two members),
+WAL mode with synchronous=FULL and no checkpoints while measuring. Prints the WAL frames
+each transaction wrote (from the growth of the WAL file) and the time of its COMMIT.
 
     python3 bench/scripts/wal_frames.py random      # client ids as phones make them (UUID v4)
     python3 bench/scripts/wal_frames.py ordered     # time-ordered client ids (UUID v7)

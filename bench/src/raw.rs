@@ -578,4 +578,32 @@ mod tests {
         ));
         assert!(TsFormat::detect("2026-11-29T07:15:46+08:00").is_err());
     }
+
+    #[test]
+    fn rows_come_in_runs_of_one_member_a_second_apart_the_members_in_turn() {
+        let members: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let base = Utc::now() - TimeDelta::days(30);
+        let plan = Plan {
+            total: 1000,
+            per_txn: 250,
+            run_rows: 100,
+            base,
+        };
+        // Two transactions' worth, made the way the baseline makes them.
+        let mut rows = make_rows(&members, 0, 250, &plan, Utc::now());
+        rows.extend(make_rows(&members, 250, 250, &plan, Utc::now()));
+        for (i, r) in rows.iter().enumerate() {
+            let run = i / 100;
+            assert_eq!(r.member_id, members[run % 3], "row {i}");
+            // A member's next run carries on a second after its last one.
+            let step = (run / 3) * 100 + i % 100;
+            assert_eq!(
+                r.recorded_at,
+                base + TimeDelta::seconds(step as i64),
+                "row {i}"
+            );
+        }
+        let clients: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.client_id).collect();
+        assert_eq!(clients.len(), rows.len());
+    }
 }
