@@ -120,6 +120,20 @@ async fn open(
     options.map_sqlx_postgres_opts(move |opts| {
         opts.options([("lock_timeout", lock_timeout.as_millis().to_string())])
     });
+    if settings.is_postgres() {
+        // Each new connection's socket gets TCP_NODELAY, which sqlx does not set (see
+        // `crate::nodelay`). This replaces sea-orm's own per-connection hook, which it uses
+        // only for a schema search path (never set here).
+        let peers = std::sync::Arc::new(crate::nodelay::database_peers(url).await);
+        options.map_sqlx_postgres_pool_opts(move |opts| {
+            let peers = std::sync::Arc::clone(&peers);
+            opts.after_connect(move |_, _| {
+                let set = crate::nodelay::set_towards(&peers);
+                tracing::debug!(sockets = set, "TCP_NODELAY set towards the database");
+                Box::pin(async { Ok(()) })
+            })
+        });
+    }
     options.map_sqlx_sqlite_opts(move |opts| {
         let opts = match cache_kib {
             // A negative cache_size is in KiB.
@@ -314,5 +328,37 @@ mod tests {
             .unwrap();
         let err = check_durability(&single, &one).await.unwrap_err();
         assert!(err.to_string().contains("synchronous"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn every_connection_to_postgresql_has_tcp_nodelay() {
+        let Some(url) = std::env::var("PATROL_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("PATROL_TEST_DATABASE_URL is not set: this check runs on PostgreSQL only");
+            return;
+        };
+        let peers = crate::nodelay::database_peers(&url).await;
+        if peers.is_empty() {
+            eprintln!("{url} is not reached over TCP: nothing to check");
+            return;
+        }
+        let settings = Settings {
+            database_url: Secret(url),
+            db_max_connections: 6,
+            ..Settings::default()
+        };
+        let db = connect(&settings).await.unwrap();
+        // Six statements at once make the pool open six connections.
+        let sleeps = (0..6).map(|_| db.execute_unprepared("SELECT pg_sleep(0.2)"));
+        for r in futures_util::future::join_all(sleeps).await {
+            r.unwrap();
+        }
+        let states = crate::nodelay::states_towards(&peers);
+        assert!(states.len() >= 6, "{states:?}");
+        assert!(states.iter().all(|&on| on), "{states:?}");
+        db.close().await.unwrap();
     }
 }

@@ -16,6 +16,9 @@ pub mod events;
 pub mod extract;
 pub mod ingest;
 pub mod metrics;
+// Borrows socket descriptors that sqlx owns, to set one option on them.
+#[allow(unsafe_code)]
+pub mod nodelay;
 pub mod packs;
 pub mod pagination;
 pub mod retention;
