@@ -32,8 +32,9 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// index on time a page at a time (its pages lie between other trees', so the kernel reads
 /// nothing ahead), and the kernel's work per read was half of such a rebuild's CPU. On the
 /// full worst-case day 8 KiB pages took half the reads and a cold rebuild 16–18 s instead
-/// of 22 s; the ingest benchmark was within its run-to-run spread (docs/benchmark-history.md). (Past
-/// hours are now read from their packs, and the index on time is gone on SQLite.)
+/// of 22 s; the ingest benchmark was within its run-to-run spread
+/// (docs/benchmark-history.md). (Past hours are now read from their packs, and the index
+/// on time is gone on SQLite.)
 const SQLITE_PAGE_SIZE: u32 = 8192;
 
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
