@@ -66,7 +66,7 @@ struct Args {
     /// Rows for the raw insert baseline
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     raw_rows: u64,
-    /// Rows per transaction of the raw baseline (on PostgreSQL in INSERT statements of at most 64 rows)
+    /// Rows per transaction of the raw baseline (on PostgreSQL in INSERT statements of at most 256 rows)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     raw_rows_per_txn: u64,
     /// Consecutive rows of one member in the raw baseline, the members in turn: 1,000 as a

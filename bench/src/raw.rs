@@ -4,8 +4,8 @@
 //! consecutive fixes of one member (a thousand, as in a batch of 1,000, unless
 //! `--raw-run-rows` says otherwise), the members in turn. On SQLite they go in
 //! as the server's writer puts them (prepared single-row INSERTs through rusqlite, WAL,
-//! synchronous FULL, the writer's 64 MiB page cache); on PostgreSQL as 64-row INSERTs, as the
-//! server's writer puts them there.
+//! synchronous FULL, the writer's 64 MiB page cache); on PostgreSQL as INSERTs of up to 256
+//! rows on a socket with `TCP_NODELAY`, as the server's writer puts them there.
 
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,8 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-/// Most rows in one INSERT statement on PostgreSQL: the server's largest. sqlx 0.9.0 does not
-/// set `TCP_NODELAY`, and a larger statement (over about 16 KiB) waits 40 ms for a delayed
-/// acknowledgement (see the server's `ingest::INSERT_SIZES`).
-const ROWS_PER_STATEMENT: usize = 64;
+/// Most rows in one INSERT statement on PostgreSQL: the server writer's largest.
+const ROWS_PER_STATEMENT: usize = 256;
 /// What one raw baseline writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
@@ -45,7 +43,7 @@ const COLUMNS: &str = "INSERT INTO fixes (id, member_id, client_id, recorded_at,
 pub struct RawMeasured {
     /// Rows inserted.
     pub rows: u64,
-    /// Rows per transaction (on PostgreSQL in INSERT statements of at most 64 rows).
+    /// Rows per transaction (on PostgreSQL in INSERT statements of at most 256 rows).
     pub rows_per_transaction: usize,
     /// Consecutive rows of one member, the members in turn.
     pub rows_per_member_run: usize,
@@ -461,6 +459,8 @@ pub async fn postgres(url: &str, plan: Plan) -> anyhow::Result<RawMeasured> {
     let mut conn = PgConnection::connect(url)
         .await
         .context("connecting to the bench database")?;
+    // As the server's pool does: without it every statement over about 16 KiB waits 40 ms.
+    patrol_server::nodelay::set_towards(&patrol_server::nodelay::database_peers(url).await);
     let members: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM members")
         .fetch_all(&mut conn)
         .await?;

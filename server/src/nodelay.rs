@@ -26,9 +26,9 @@ pub fn set_towards(peers: &[SocketAddr]) -> usize {
 }
 
 /// Whether each TCP socket of this process whose peer is one of `peers` has
-/// `TCP_NODELAY`.
-#[cfg(target_os = "linux")]
-pub fn states_towards(peers: &[SocketAddr]) -> Vec<bool> {
+/// `TCP_NODELAY` (for the tests).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn states_towards(peers: &[SocketAddr]) -> Vec<bool> {
     let mut states = Vec::new();
     for_each_towards(peers, |socket| {
         states.push(socket.tcp_nodelay().unwrap_or(false));
@@ -69,12 +69,6 @@ fn for_each_towards(peers: &[SocketAddr], mut f: impl FnMut(socket2::SockRef<'_>
 #[cfg(not(target_os = "linux"))]
 pub fn set_towards(_peers: &[SocketAddr]) -> usize {
     0
-}
-
-/// Elsewhere no socket is looked at.
-#[cfg(not(target_os = "linux"))]
-pub fn states_towards(_peers: &[SocketAddr]) -> Vec<bool> {
-    Vec::new()
 }
 
 /// The addresses a PostgreSQL URL's host and port resolve to; none for a Unix socket

@@ -34,24 +34,16 @@ use crate::{
 
 /// Most rows one writer transaction takes.
 pub const MAX_GROUP_ROWS: usize = 4000;
-/// Rows per read-back statement (under 16 KiB of parameters: see [`INSERT_SIZES`]).
-const ROWS_PER_STATEMENT: usize = 500;
+/// Rows per read-back statement.
+const ROWS_PER_STATEMENT: usize = 1000;
 /// The sizes of INSERT statements, largest first. A few fixed sizes keep the statement
-/// texts few, so the driver's prepared-statement cache answers instead of the SQL parser.
-///
-/// At most 64 rows (about 12 KB of parameters) because this path serves PostgreSQL: sqlx
-/// 0.9.0 does not set `TCP_NODELAY` on its sockets, and a message larger than the socket
-/// takes in one write (about 16 KiB at first) goes out in pieces, the last held back by
-/// Nagle's algorithm until PostgreSQL acknowledges the first, which it delays by 40 ms.
-/// With 256-row statements (48 KB) every one waited those 40 ms, and batches on
-/// PostgreSQL came in at 5,600–5,900 fixes/s with both processes idle. The server's own
-/// connections now get `TCP_NODELAY` (see [`crate::nodelay`]); the sizes stay small for a
-/// pool made without it.
-const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
-/// Members per neighbour query: three compound terms each (about 560 characters of SQL and
-/// 110 bytes of parameters), so that both the statement and its parameters stay under the
-/// 16 KiB of [`INSERT_SIZES`].
-const MEMBERS_PER_QUERY: usize = 16;
+/// texts few, so the driver's prepared-statement cache answers instead of the SQL parser
+/// (SQLite allows 32,766 bound parameters; a fix has 19). Statements this large are as
+/// quick as small ones on PostgreSQL only because the pool's sockets have `TCP_NODELAY`
+/// (see [`crate::nodelay`]).
+const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+/// Members per neighbour query: three compound terms each, under SQLite's 500.
+const MEMBERS_PER_QUERY: usize = 150;
 /// Stored fixes read after a member's new ones (the speed rule looks at the next one).
 const AFTER: usize = 4;
 /// Most stored fixes read between a member's earliest and latest new fix.
