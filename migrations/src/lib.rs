@@ -13,6 +13,8 @@ mod m20261129_000006_fixes_time_covering;
 mod m20261130_000007_shifts_span_covering;
 mod m20261206_000008_fix_packs;
 mod m20261206_000009_fixes_by_member;
+mod m20261207_000010_late_sos_and_resolutions;
+mod m20261207_000011_shift_team_members;
 
 /// Runs statements written for SQLite, on SQLite only (the migrations that exist there
 /// alone).
@@ -43,6 +45,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000007_shifts_span_covering::Migration),
             Box::new(m20261206_000008_fix_packs::Migration),
             Box::new(m20261206_000009_fixes_by_member::Migration),
+            Box::new(m20261207_000010_late_sos_and_resolutions::Migration),
+            Box::new(m20261207_000011_shift_team_members::Migration),
         ]
     }
 }

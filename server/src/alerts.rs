@@ -22,7 +22,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Set, Statement, TransactionTrait,
+    Set, Statement, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use serde::Serialize;
@@ -35,7 +35,8 @@ use crate::{
     coverage::compute,
     domain::{
         alerts::{
-            AlertKind, Facts, GapFacts, MemberFacts, Position, Rules, ShiftFacts, Wanted, decide,
+            AlertKind, Facts, GapFacts, MemberFacts, Position, Rules, ShiftFacts, SosFacts, Wanted,
+            decide, why_resolved,
         },
         geometry::PostKind,
         plausibility::Flags,
@@ -43,6 +44,7 @@ use crate::{
     },
     error::ApiResult,
     events::{NewEvent, kind, post_status_data, unit_paths},
+    routes::checkins::FixKind,
     routes::{
         coverage::live_board,
         posts::Staffing,
@@ -66,8 +68,6 @@ const GAP_LOOK_AHEAD: chrono::Duration = chrono::Duration::hours(24);
 /// the lock (its evaluation may have begun before the SOS was stored).
 const SOS_RETRY: Duration = Duration::from_millis(250);
 const SOS_RETRIES: u32 = 40;
-/// Silent members whose last fix of the duty is looked up for the alert's message.
-const MAX_SILENT_LOOKUPS: usize = 200;
 
 /// The alert machinery of a process.
 pub struct Alerts {
@@ -132,6 +132,12 @@ pub struct AlertOut {
     pub ack_note: Option<String>,
     /// When its condition cleared.
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Why it closed: `staffed` (the post has its headcount), `patrolled` (the route had a
+    /// fix), `shift_ended` (nothing is rostered at the post any more), `heard_from` (the
+    /// member sent a fix), `off_duty` (the member's shifts ended), `sos_hold_elapsed` (the
+    /// SOS hold passed since it was sent and since it arrived), `rostered` (the roster gap
+    /// was filled).
+    pub resolution: Option<String>,
 }
 
 impl From<alert::Model> for AlertOut {
@@ -156,6 +162,7 @@ impl From<alert::Model> for AlertOut {
             acked_by: a.acked_by,
             ack_note: a.ack_note,
             resolved_at: a.resolved_at,
+            resolution: a.resolution,
         }
     }
 }
@@ -247,16 +254,15 @@ pub async fn evaluate(state: &AppState) -> ApiResult<Evaluation> {
         silent_after: chrono::Duration::minutes(state.settings.silent_after_min),
         sos_hold: chrono::Duration::minutes(state.settings.sos_hold_min),
     };
-    let wanted = decide(&facts, &rules);
     let (raised, resolved) = match txn.take() {
         Some(txn) => {
-            let changes = apply(&txn, &wanted, now).await?;
+            let changes = apply(&txn, facts, &rules, now).await?;
             txn.commit().await?;
             changes
         }
         // SQLite: one process, one evaluation at a time (the mutex); each statement
         // commits on its own, so no read transaction has to be upgraded to a write.
-        None => apply(&state.db, &wanted, now).await?,
+        None => apply(&state.db, facts, &rules, now).await?,
     };
     if !raised.is_empty() || !resolved.is_empty() {
         tracing::info!(
@@ -273,23 +279,24 @@ pub async fn evaluate(state: &AppState) -> ApiResult<Evaluation> {
     })
 }
 
-/// Raises the wanted alerts that are not open and resolves the open ones not wanted.
+/// Decides which alerts should be open given the facts and the alerts open now, raises
+/// the wanted ones that are not open and resolves the open ones not wanted, saying why.
 async fn apply<C: ConnectionTrait>(
     db: &C,
-    wanted: &[Wanted],
+    mut facts: Facts,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<(Vec<alert::Model>, Vec<alert::Model>), DbErr> {
     let stored = alert::Entity::find()
         .filter(alert::Column::OpenKey.is_not_null())
         .all(db)
         .await?;
-    let open: HashSet<&str> = stored
-        .iter()
-        .filter_map(|a| a.open_key.as_deref())
-        .collect();
+    facts.open = stored.iter().filter_map(|a| a.open_key.clone()).collect();
+    let wanted = decide(&facts, rules);
+    let open = &facts.open;
     let wanted_keys: HashSet<String> = wanted.iter().map(Wanted::key).collect();
     let mut raised = Vec::new();
-    for w in wanted.iter().filter(|w| !open.contains(w.key().as_str())) {
+    for w in wanted.iter().filter(|w| !open.contains(&w.key())) {
         let model = new_alert(w, now);
         let active: alert::ActiveModel = model.clone().into();
         let inserted = alert::Entity::insert(active)
@@ -312,9 +319,19 @@ async fn apply<C: ConnectionTrait>(
             .as_ref()
             .is_some_and(|k| !wanted_keys.contains(k))
     }) {
+        // The subject is the key's second half: the post or the member.
+        let subject = a
+            .open_key
+            .as_deref()
+            .and_then(|k| k.split_once(':'))
+            .and_then(|(_, id)| id.parse::<Uuid>().ok());
+        let resolution = AlertKind::parse(&a.kind)
+            .zip(subject)
+            .map(|(k, subject)| why_resolved(k, subject, &facts));
         let done = alert::Entity::update_many()
             .col_expr(alert::Column::State, Expr::value(state::RESOLVED))
             .col_expr(alert::Column::ResolvedAt, Expr::value(now))
+            .col_expr(alert::Column::Resolution, Expr::value(resolution))
             .col_expr(alert::Column::OpenKey, Expr::value(Option::<String>::None))
             .filter(alert::Column::Id.eq(a.id))
             .filter(alert::Column::OpenKey.is_not_null())
@@ -325,6 +342,7 @@ async fn apply<C: ConnectionTrait>(
                 state: state::RESOLVED.to_owned(),
                 resolved_at: Some(now),
                 open_key: None,
+                resolution: resolution.map(str::to_owned),
                 ..a.clone()
             });
         }
@@ -352,13 +370,14 @@ fn new_alert(w: &Wanted, now: DateTime<Utc>) -> alert::Model {
         acked_by: None,
         ack_note: None,
         resolved_at: None,
+        resolution: None,
     }
 }
 
-/// Flag values (of the six flag bits) that include `mock_location` or `static_repeat`.
+/// Flag values (of the named flag bits) that include `mock_location` or `static_repeat`.
 fn spoof_flag_values() -> Vec<i32> {
     let spoof = Flags::MOCK_LOCATION.0 | Flags::STATIC_REPEAT.0;
-    (0..64).filter(|v| v & spoof != 0).collect()
+    (0..Flags::LIMIT).filter(|v| v & spoof != 0).collect()
 }
 
 /// The facts of the moment, for every post and member.
@@ -409,12 +428,13 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
             }
         }
     }
-    let recent_sos = fix::Entity::find()
-        .filter(fix::Column::Kind.eq("sos"))
-        .filter(
-            fix::Column::RecordedAt
-                .gte(now - chrono::Duration::minutes(state.settings.sos_hold_min)),
-        )
+    let hold = chrono::Duration::minutes(state.settings.sos_hold_min);
+    // SOS fixes recorded within the hold, and those received within it however long ago
+    // they were recorded: a phone that was offline sends its SOS late, which is when it
+    // matters most. The second read goes by the partial index of SOS fixes by arrival.
+    let mut sos_fixes = fix::Entity::find()
+        .filter(fix::Column::Kind.eq(FixKind::Sos.as_str()))
+        .filter(fix::Column::RecordedAt.gte(now - hold))
         .filter(fix::Column::RecordedAt.lte(now + chrono::Duration::minutes(5)))
         .filter(
             fix::by_member_on(state.db.get_database_backend())
@@ -422,19 +442,46 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
         )
         .all(&state.db)
         .await?;
-    let mut sos: HashMap<Uuid, (DateTime<Utc>, Position)> = HashMap::new();
-    for f in recent_sos {
-        let at = (
-            f.recorded_at,
-            Position {
-                lat: f.lat,
-                lon: f.lon,
+    sos_fixes.extend(
+        fix::Entity::find()
+            .filter(Expr::cust("kind = 'sos'"))
+            .filter(fix::Column::ReceivedAt.gte(now - hold))
+            .filter(fix::Column::RecordedAt.lte(now + chrono::Duration::minutes(5)))
+            .all(&state.db)
+            .await?,
+    );
+    let mut sos: HashMap<Uuid, SosFacts> = HashMap::new();
+    for f in sos_fixes {
+        if sos
+            .get(&f.member_id)
+            .is_some_and(|s| s.recorded_at >= f.recorded_at)
+        {
+            continue;
+        }
+        // The post the fix named, else the post of the shift the member is on.
+        let post = f
+            .post_id
+            .or_else(|| {
+                let (shift, _) = on_duty.get(&f.member_id)?;
+                live.running
+                    .iter()
+                    .find(|s| s.id == *shift)
+                    .map(|s| s.post_id)
+            })
+            .and_then(|p| by_id.get(&p))
+            .map(|p| (p.id, p.code.clone()));
+        sos.insert(
+            f.member_id,
+            SosFacts {
+                recorded_at: f.recorded_at,
+                received_at: f.received_at,
+                position: Position {
+                    lat: f.lat,
+                    lon: f.lon,
+                },
+                post,
             },
         );
-        let e = sos.entry(f.member_id).or_insert(at);
-        if f.recorded_at > e.0 {
-            *e = at;
-        }
     }
     let mut spoofed: HashMap<Uuid, u32> = HashMap::new();
     let on_duty_ids: Vec<Uuid> = on_duty.keys().copied().collect();
@@ -457,26 +504,6 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
             }
         }
     }
-    // The live board looks back only `silent_after_min`; for a silent member the message
-    // names their last fix of this duty, read here (for a bounded number of members).
-    let mut last_fix = live.last_fix.clone();
-    let mut unheard: Vec<(&Uuid, &(Uuid, DateTime<Utc>))> = on_duty
-        .iter()
-        .filter(|(m, _)| !last_fix.contains_key(m))
-        .collect();
-    unheard.sort_by_key(|(m, _)| **m);
-    for (m, (_, started)) in unheard.into_iter().take(MAX_SILENT_LOOKUPS) {
-        if let Some(f) = fix::Entity::find()
-            .filter(fix::Column::MemberId.eq(*m))
-            .filter(fix::Column::RecordedAt.gte(*started))
-            .filter(fix::Column::RecordedAt.lte(now + chrono::Duration::minutes(5)))
-            .order_by_desc(fix::Column::RecordedAt)
-            .one(&state.db)
-            .await?
-        {
-            last_fix.insert(*m, (f.recorded_at, f.lat, f.lon));
-        }
-    }
     let member_ids: HashSet<Uuid> = on_duty.keys().chain(sos.keys()).copied().collect();
     let member_ids: Vec<Uuid> = member_ids.into_iter().collect();
     let mut members = Vec::with_capacity(member_ids.len());
@@ -495,7 +522,7 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
                     .last_fix
                     .get(&m.id)
                     .map(|&(t, lat, lon)| (t, Position { lat, lon })),
-                last_sos: sos.get(&m.id).copied(),
+                last_sos: sos.get(&m.id).cloned(),
                 spoofed_fixes: spoofed.get(&m.id).copied().unwrap_or(0),
             });
         }
@@ -522,6 +549,7 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
                 .into_iter()
                 .next()
             {
+                let to_horizon = g.to >= ahead;
                 gaps.push(GapFacts {
                     post_id: p.id,
                     post_code: p.code.clone(),
@@ -530,6 +558,7 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
                     to: g.to,
                     rostered: g.rostered,
                     required: g.required,
+                    to_horizon,
                 });
             }
         }
@@ -544,6 +573,7 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
         shifts,
         members,
         gaps,
+        open: HashSet::new(),
     })
 }
 

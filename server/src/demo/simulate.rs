@@ -408,7 +408,10 @@ impl<'a> Simulation<'a> {
             drafts.sort_by_key(|d| d.recorded_at);
             let stored = self.context.entry(member).or_default();
             let flags = flags_of(world, member, stored, &drafts, &self.spans[&member]);
+            // The demo writes each member's fixes in time order, so no stored fix is
+            // revised and none needs its id.
             stored.extend(drafts.iter().zip(&flags).map(|(d, f)| StoredFix {
+                id: Uuid::nil(),
                 sample: d.sample(),
                 flags: *f,
             }));

@@ -4,6 +4,8 @@
 //! subject (a post or a member) and kind, so a lasting condition is one alert, not one a
 //! minute.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -104,6 +106,22 @@ pub struct ShiftFacts {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
+/// A member's latest SOS that still wants an alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SosFacts {
+    /// When the device recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// When the server received it: much later for a phone that was offline.
+    pub received_at: DateTime<Utc>,
+    /// Where.
+    pub position: Position,
+    /// The post the fix named, else the post of the shift the member is on: id and code.
+    pub post: Option<(Uuid, String)>,
+}
+
+/// An SOS that reached the server this long after it was recorded is said to be late.
+pub const SOS_LATE_AFTER: Duration = Duration::minutes(2);
+
 /// A member who is on duty now, or sent an SOS lately.
 #[derive(Clone, Debug)]
 pub struct MemberFacts {
@@ -115,10 +133,10 @@ pub struct MemberFacts {
     pub unit_id: Option<Uuid>,
     /// The shift they are on now, and its start (the earliest if several).
     pub on_duty: Option<(Uuid, DateTime<Utc>)>,
-    /// Their latest fix, and where.
+    /// Their latest fix that the board counts (none flagged out of it), and where.
     pub last_fix: Option<(DateTime<Utc>, Position)>,
-    /// Their latest SOS fix, and where.
-    pub last_sos: Option<(DateTime<Utc>, Position)>,
+    /// Their latest SOS recorded or received within the SOS hold.
+    pub last_sos: Option<SosFacts>,
     /// Their fixes during the current duty flagged `mock_location` or `static_repeat`.
     pub spoofed_fixes: u32,
 }
@@ -140,6 +158,9 @@ pub struct GapFacts {
     pub rostered: u32,
     /// People required.
     pub required: u32,
+    /// The gap runs to the end of the look-ahead: nothing is rostered up to `to`, and
+    /// what comes after is not known to the rule.
+    pub to_horizon: bool,
 }
 
 /// Everything the rules look at.
@@ -155,6 +176,9 @@ pub struct Facts {
     pub members: Vec<MemberFacts>,
     /// Roster gaps ahead.
     pub gaps: Vec<GapFacts>,
+    /// Keys of the alerts open now: an unstaffed post's alert stays open until the post
+    /// is staffed or nothing is rostered there, across a change of shift.
+    pub open: HashSet<String>,
 }
 
 /// An alert that should be open.
@@ -194,19 +218,55 @@ pub fn open_key(kind: AlertKind, subject: Uuid) -> String {
     format!("{}:{subject}", kind.as_str())
 }
 
-fn local(t: DateTime<Utc>, tz: Tz, now: DateTime<Utc>) -> String {
-    let l = t.with_timezone(&tz);
-    if l.date_naive() == now.with_timezone(&tz).date_naive() {
-        l.format("%H:%M").to_string()
+/// A time as a message gives it: date, 24-hour time and the zone's offset, so that it
+/// reads the same the next day and in a log of another zone.
+fn local(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M %:z")
+        .to_string()
+}
+
+/// "1 fix", "3 fixes".
+fn fixes(n: u32) -> String {
+    if n == 1 {
+        "1 fix".to_owned()
     } else {
-        l.format("%Y-%m-%d %H:%M").to_string()
+        format!("{n} fixes")
+    }
+}
+
+/// Why an open alert that is no longer wanted closed, in a word the API answers as the
+/// alert's `resolution`: `staffed`, `patrolled`, `shift_ended`, `heard_from`, `off_duty`,
+/// `sos_hold_elapsed`, `rostered`.
+pub fn why_resolved(kind: AlertKind, subject: Uuid, facts: &Facts) -> &'static str {
+    let running = |route: bool| {
+        facts
+            .shifts
+            .iter()
+            .filter(move |s| s.post_id == subject && s.is_route == route)
+    };
+    let on_duty = || {
+        facts
+            .members
+            .iter()
+            .any(|m| m.member_id == subject && m.on_duty.is_some())
+    };
+    match kind {
+        AlertKind::PostUnstaffed if running(false).next().is_none() => "shift_ended",
+        AlertKind::PostUnstaffed => "staffed",
+        AlertKind::RouteIdle if running(true).next().is_none() => "shift_ended",
+        AlertKind::RouteIdle => "patrolled",
+        AlertKind::MemberSilent if on_duty() => "heard_from",
+        AlertKind::MemberSilent | AlertKind::SpoofSuspected => "off_duty",
+        AlertKind::Sos => "sos_hold_elapsed",
+        AlertKind::RosterGap => "rostered",
     }
 }
 
 /// The alerts that should be open now, one per subject and kind, in a stable order.
 pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
     let now = facts.now;
-    let at = |t: DateTime<Utc>| local(t, facts.tz, now);
+    let at = |t: DateTime<Utc>| local(t, facts.tz);
     let mut out: Vec<Wanted> = Vec::new();
     let post_alert = |kind, s: &ShiftFacts, message: String| Wanted {
         kind,
@@ -237,7 +297,10 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
             }
         } else if let Some(since) = s.unstaffed_since
             && s.present < s.required
-            && now - since.max(s.starts_at) > s.arrival_grace
+            && (now - since.max(s.starts_at) > s.arrival_grace
+                || facts
+                    .open
+                    .contains(&open_key(AlertKind::PostUnstaffed, s.post_id)))
         {
             out.push(post_alert(
                 AlertKind::PostUnstaffed,
@@ -265,15 +328,31 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
             message,
             position,
         };
-        if let Some((t, p)) = m.last_sos
-            && now - t < rules.sos_hold
+        if let Some(sos) = &m.last_sos
+            && (now - sos.recorded_at < rules.sos_hold || now - sos.received_at < rules.sos_hold)
         {
-            out.push(member_alert(
-                AlertKind::Sos,
-                m.on_duty.map(|d| d.0),
-                format!("{} sent an SOS at {}", m.name, at(t)),
-                Some(p),
-            ));
+            let late = sos.received_at - sos.recorded_at;
+            let mut message = format!("{} sent an SOS at {}", m.name, at(sos.recorded_at));
+            if let Some((_, code)) = &sos.post {
+                message = format!("{message} on duty at {code}");
+            }
+            if late >= SOS_LATE_AFTER {
+                message = format!(
+                    "{message}; it arrived late, at {} ({} min after it was sent)",
+                    at(sos.received_at),
+                    late.num_minutes()
+                );
+            }
+            out.push(Wanted {
+                post_id: sos.post.as_ref().map(|p| p.0),
+                post_code: sos.post.as_ref().map(|p| p.1.clone()),
+                ..member_alert(
+                    AlertKind::Sos,
+                    m.on_duty.map(|d| d.0),
+                    message,
+                    Some(sos.position),
+                )
+            });
         }
         let Some((shift_id, started)) = m.on_duty else {
             continue;
@@ -281,7 +360,15 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
         let heard = m.last_fix.map(|f| f.0).unwrap_or(started).max(started);
         if now - heard >= rules.silent_after {
             let message = match m.last_fix {
-                Some((t, _)) => format!("{} has sent no fix since {}", m.name, at(t)),
+                Some((t, _)) if t >= started => {
+                    format!("{} has sent no fix since {}", m.name, at(t))
+                }
+                Some((t, _)) => format!(
+                    "{} has sent no fix since going on duty at {}; the last was at {}",
+                    m.name,
+                    at(started),
+                    at(t)
+                ),
                 None => format!(
                     "{} has sent no fix since going on duty at {}",
                     m.name,
@@ -300,9 +387,9 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
                 AlertKind::SpoofSuspected,
                 Some(shift_id),
                 format!(
-                    "{} sent {} fixes flagged as a mock or replayed location since {}",
+                    "{} sent {} flagged as a mock or replayed location since {}",
                     m.name,
-                    m.spoofed_fixes,
+                    fixes(m.spoofed_fixes),
                     at(started)
                 ),
                 m.last_fix.map(|f| f.1),
@@ -319,14 +406,26 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
             member_name: None,
             shift_id: None,
             unit_id: Some(g.unit_id),
-            message: format!(
-                "{} has {} of {} required rostered from {} to {}",
-                g.post_code,
-                g.rostered,
-                g.required,
-                at(g.from),
-                at(g.to)
-            ),
+            message: if g.to_horizon {
+                format!(
+                    "{} has {} of {} required rostered from {}, and no more up to {}, as far \
+                     as alerts look ahead",
+                    g.post_code,
+                    g.rostered,
+                    g.required,
+                    at(g.from),
+                    at(g.to)
+                )
+            } else {
+                format!(
+                    "{} has {} of {} required rostered from {} to {}",
+                    g.post_code,
+                    g.rostered,
+                    g.required,
+                    at(g.from),
+                    at(g.to)
+                )
+            },
             position: None,
         });
     }
@@ -360,6 +459,7 @@ mod tests {
             shifts: vec![],
             members: vec![],
             gaps: vec![],
+            open: HashSet::new(),
         }
     }
 
@@ -407,7 +507,10 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].kind, AlertKind::PostUnstaffed);
         assert_eq!(w[0].key(), format!("post_unstaffed:{}", Uuid::from_u128(1)));
-        assert_eq!(w[0].message, "K04 has 0 of 1 required on duty since 17:44");
+        assert_eq!(
+            w[0].message,
+            "K04 has 0 of 1 required on duty since 2026-11-29 17:44 +08:00"
+        );
         f.shifts = vec![kiosk(None, 1)];
         assert!(decide(&f, &rules()).is_empty(), "staffed: nothing");
     }
@@ -476,15 +579,121 @@ mod tests {
             lat: 34.25,
             lon: 108.95,
         };
-        m.last_sos = Some((now() - Duration::minutes(29), p));
+        let sos = |recorded: i64, received: i64| SosFacts {
+            recorded_at: now() - Duration::minutes(recorded),
+            received_at: now() - Duration::minutes(received),
+            position: p,
+            post: None,
+        };
+        m.last_sos = Some(sos(29, 29));
         f.members = vec![m.clone()];
         let w = decide(&f, &rules());
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].kind, AlertKind::Sos);
         assert_eq!(w[0].position, Some(p));
-        m.last_sos = Some((now() - Duration::minutes(30), p));
+        assert_eq!(
+            w[0].message,
+            "Li Wei sent an SOS at 2026-11-29 17:31 +08:00"
+        );
+        m.last_sos = Some(sos(30, 30));
         f.members = vec![m];
         assert!(decide(&f, &rules()).is_empty());
+        assert_eq!(
+            why_resolved(AlertKind::Sos, Uuid::from_u128(7), &f),
+            "sos_hold_elapsed"
+        );
+    }
+
+    #[test]
+    fn a_late_sos_is_raised_for_its_hold_after_it_arrives_and_names_its_post() {
+        let mut f = facts();
+        let mut m = member();
+        m.last_sos = Some(SosFacts {
+            recorded_at: now() - Duration::minutes(95),
+            received_at: now() - Duration::minutes(1),
+            position: Position {
+                lat: 34.25,
+                lon: 108.95,
+            },
+            post: Some((Uuid::from_u128(1), "K04".into())),
+        });
+        f.members = vec![m.clone()];
+        let w = decide(&f, &rules());
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].kind, AlertKind::Sos);
+        assert_eq!(w[0].post_id, Some(Uuid::from_u128(1)));
+        assert_eq!(w[0].post_code.as_deref(), Some("K04"));
+        assert_eq!(
+            w[0].message,
+            "Li Wei sent an SOS at 2026-11-29 16:25 +08:00 on duty at K04; it arrived late, \
+             at 2026-11-29 17:59 +08:00 (94 min after it was sent)"
+        );
+        if let Some(s) = m.last_sos.as_mut() {
+            s.received_at = now() - Duration::minutes(30);
+        }
+        f.members = vec![m];
+        assert!(
+            decide(&f, &rules()).is_empty(),
+            "its hold after arrival ran out"
+        );
+    }
+
+    #[test]
+    fn an_unstaffed_alert_stays_open_across_a_shift_change_until_the_post_is_staffed() {
+        let mut f = facts();
+        f.shifts = vec![kiosk(Some(60), 0)];
+        let w = decide(&f, &rules());
+        assert_eq!(w.len(), 1);
+        f.open.insert(w[0].key());
+        // The next shift began five minutes ago, within its grace; nobody came.
+        let mut next = kiosk(Some(5), 0);
+        next.starts_at = now() - Duration::minutes(5);
+        next.shift_id = Uuid::from_u128(3);
+        f.shifts = vec![next.clone()];
+        assert_eq!(decide(&f, &rules()).len(), 1, "still open, not resolved");
+        // Someone came.
+        f.shifts = vec![kiosk(None, 1)];
+        assert!(decide(&f, &rules()).is_empty());
+        assert_eq!(
+            why_resolved(AlertKind::PostUnstaffed, Uuid::from_u128(1), &f),
+            "staffed"
+        );
+        f.shifts = vec![];
+        assert_eq!(
+            why_resolved(AlertKind::PostUnstaffed, Uuid::from_u128(1), &f),
+            "shift_ended"
+        );
+        // Without an open alert, the new shift has its grace.
+        f.open.clear();
+        f.shifts = vec![next];
+        assert!(decide(&f, &rules()).is_empty());
+    }
+
+    #[test]
+    fn a_silent_member_alert_names_the_last_fix() {
+        let mut f = facts();
+        let mut m = member();
+        m.last_fix = Some((
+            now() - Duration::minutes(70),
+            Position {
+                lat: 34.2,
+                lon: 108.9,
+            },
+        ));
+        f.members = vec![m.clone()];
+        let w = decide(&f, &rules());
+        assert_eq!(
+            w[0].message,
+            "Li Wei has sent no fix since going on duty at 2026-11-29 17:00 +08:00; the last \
+             was at 2026-11-29 16:50 +08:00"
+        );
+        assert_eq!(w[0].position.map(|p| p.lat), Some(34.2));
+        m.last_fix = Some((now() - Duration::minutes(12), w[0].position.unwrap()));
+        f.members = vec![m];
+        assert_eq!(
+            decide(&f, &rules())[0].message,
+            "Li Wei has sent no fix since 2026-11-29 17:48 +08:00"
+        );
     }
 
     #[test]
@@ -496,6 +705,14 @@ mod tests {
         let w = decide(&f, &rules());
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].kind, AlertKind::SpoofSuspected);
+        assert!(w[0].message.contains(" sent 3 fixes flagged "));
+        m.spoofed_fixes = 1;
+        f.members = vec![m.clone()];
+        assert!(
+            decide(&f, &rules())[0]
+                .message
+                .contains(" sent 1 fix flagged ")
+        );
         m.on_duty = None;
         f.members = vec![m];
         assert!(decide(&f, &rules()).is_empty());
@@ -512,6 +729,7 @@ mod tests {
             to: now() + Duration::hours(4),
             rostered: 0,
             required: 1,
+            to_horizon: false,
         }];
         f.shifts = vec![kiosk(Some(60), 0), kiosk(Some(60), 0)];
         let w = decide(&f, &rules());
@@ -519,7 +737,14 @@ mod tests {
         assert_eq!(kinds, [AlertKind::PostUnstaffed, AlertKind::RosterGap]);
         assert_eq!(
             w[1].message,
-            "K04 has 0 of 1 required rostered from 20:00 to 22:00"
+            "K04 has 0 of 1 required rostered from 2026-11-29 20:00 +08:00 to 2026-11-29 \
+             22:00 +08:00"
+        );
+        f.gaps[0].to_horizon = true;
+        assert!(
+            decide(&f, &rules())[1].message.ends_with(
+                "and no more up to 2026-11-29 22:00 +08:00, as far as alerts look ahead"
+            )
         );
     }
 

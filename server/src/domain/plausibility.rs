@@ -35,13 +35,14 @@ pub struct Flags(pub i32);
 
 /// Every named flag in the fixed order of [`Flags::names`]; the bit values are stored in the
 /// database, so they must never be renumbered.
-const NAMED: [(Flags, &str); 6] = [
+const NAMED: [(Flags, &str); 7] = [
     (Flags::LOW_ACCURACY, "low_accuracy"),
     (Flags::IMPLAUSIBLE_SPEED, "implausible_speed"),
     (Flags::CLOCK_SKEW, "clock_skew"),
     (Flags::MOCK_LOCATION, "mock_location"),
     (Flags::STATIC_REPEAT, "static_repeat"),
     (Flags::OUTSIDE_SHIFT, "outside_shift"),
+    (Flags::INVALID_FIX, "invalid_fix"),
 ];
 
 impl Flags {
@@ -57,10 +58,16 @@ impl Flags {
     pub const STATIC_REPEAT: Flags = Flags(1 << 4);
     /// Recorded while the member had no shift (decided by the caller, not by these rules).
     pub const OUTSIDE_SHIFT: Flags = Flags(1 << 5);
+    /// The device itself said the position is not a valid satellite fix (`valid=false` of
+    /// the OsmAnd protocol): kept as evidence, never counted.
+    pub const INVALID_FIX: Flags = Flags(1 << 6);
+    /// One more than the largest value of the named flags together.
+    pub const LIMIT: i32 = 1 << 7;
 
     /// Flags whose fixes must not serve as speed neighbours: judging against a teleport or a
     /// mocked position would condemn the honest fix next to it.
-    const NOT_A_NEIGHBOUR: Flags = Flags(Self::IMPLAUSIBLE_SPEED.0 | Self::MOCK_LOCATION.0);
+    const NOT_A_NEIGHBOUR: Flags =
+        Flags(Self::IMPLAUSIBLE_SPEED.0 | Self::MOCK_LOCATION.0 | Self::INVALID_FIX.0);
 
     /// No flag at all.
     pub const fn empty() -> Flags {
@@ -98,9 +105,16 @@ impl Flags {
 
     /// Flags that exclude a fix from coverage: implausible_speed and mock_location (product
     /// rule: "no mock_location or implausible_speed flag"; low accuracy is judged separately
-    /// against max_accuracy_m).
+    /// against max_accuracy_m), and invalid_fix (the device disowns the position).
     pub const fn excludes_from_coverage(self) -> bool {
-        self.0 & (Self::IMPLAUSIBLE_SPEED.0 | Self::MOCK_LOCATION.0) != 0
+        self.0 & (Self::IMPLAUSIBLE_SPEED.0 | Self::MOCK_LOCATION.0 | Self::INVALID_FIX.0) != 0
+    }
+
+    /// Flags that keep a fix off the live board: those that exclude it from coverage, and a
+    /// clock ahead of the server, whose time would keep its member "present" and "heard
+    /// from" until that time comes.
+    pub const fn excludes_from_board(self) -> bool {
+        self.excludes_from_coverage() || self.0 & Self::CLOCK_SKEW.0 != 0
     }
 
     /// Whether a fix with these flags may not serve as a speed neighbour.
@@ -284,10 +298,67 @@ pub fn intrinsic_flags(
 /// A stored fix of the member with the flags it already has.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StoredFix {
+    /// Its id, for [`revised_repeats`]' answer to name.
+    pub id: uuid::Uuid,
     /// The fix itself.
     pub sample: FixSample,
-    /// Flags attached when it was stored; never changed by [`judge_batch`].
+    /// Flags attached when it was stored; never changed by [`judge_batch`], and only their
+    /// static_repeat by [`revised_repeats`].
     pub flags: Flags,
+}
+
+/// The stored fixes whose static_repeat flag new fixes change, with their flags as they
+/// must now be: the ids and flags.
+///
+/// static_repeat is a property of the member's whole sequence of fixes in `recorded_at`
+/// order (the run of bit-identical readings that ends at a fix is `static_repeat_run`
+/// long or longer), so it must not depend on the order the fixes arrived in. A new fix
+/// can lengthen a run (it repeats the reading) or cut one (it differs), and either changes
+/// the flag only of the stored fixes up to `static_repeat_run` places after it: `stored`
+/// must hold that many after the latest new fix, and as many before the earliest. Ties in
+/// time are ordered as [`judge_batch`] orders them (stored first).
+pub fn revised_repeats(
+    stored: &[StoredFix],
+    new: &[FixSample],
+    t: &Thresholds,
+) -> Vec<(uuid::Uuid, Flags)> {
+    if new.is_empty() || stored.is_empty() {
+        return Vec::new();
+    }
+    let mut order: Vec<(FixSample, Option<usize>)> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.sample, Some(i)))
+        .chain(new.iter().map(|s| (*s, None)))
+        .collect();
+    order.sort_by_key(|(s, _)| s.recorded_at);
+    let needed = t.static_repeat_run.max(1);
+    let mut out = Vec::new();
+    let mut run = 0usize;
+    let mut seen_new = false;
+    for (k, (sample, origin)) in order.iter().enumerate() {
+        run = if k > 0 && same_reading(&order[k - 1].0, sample) {
+            run + 1
+        } else {
+            1
+        };
+        match origin {
+            None => seen_new = true,
+            Some(i) if seen_new => {
+                let was = stored[*i].flags;
+                let repeat = run >= needed;
+                if was.contains(Flags::STATIC_REPEAT) != repeat {
+                    let mut now = Flags(was.0 & !Flags::STATIC_REPEAT.0);
+                    if repeat {
+                        now.insert(Flags::STATIC_REPEAT);
+                    }
+                    out.push((stored[*i].id, now));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// Where an entry of the merged, time-ordered sequence came from.
@@ -311,7 +382,8 @@ enum Origin {
 /// the earlier neighbour contradicts it as well, or the fix after it contradicts it while
 /// agreeing with the fix being judged (a teleport must not condemn the honest fix before it).
 /// Without such evidence the plain rule applies. Intrinsic flags are included; stored flags are
-/// never changed.
+/// not changed here (the static_repeat of the stored fixes after new ones is revised by
+/// [`revised_repeats`]).
 pub fn judge_batch(
     stored: &[StoredFix],
     new: &[(FixSample, bool)],
@@ -439,6 +511,7 @@ mod tests {
 
     fn stored(sample: FixSample) -> StoredFix {
         StoredFix {
+            id: uuid::Uuid::now_v7(),
             sample,
             flags: Flags::empty(),
         }
@@ -736,10 +809,12 @@ mod tests {
         let fixes = walk(4, 1.4, 10);
         let far = destination(DISTRICT, 0.0, 20_000.0);
         let teleport = StoredFix {
+            id: uuid::Uuid::now_v7(),
             sample: sample(15, far, 5.0),
             flags: Flags::IMPLAUSIBLE_SPEED,
         };
         let mocked = StoredFix {
+            id: uuid::Uuid::now_v7(),
             sample: sample(25, far, 5.0),
             flags: Flags::MOCK_LOCATION,
         };
@@ -1023,6 +1098,7 @@ mod tests {
         let store: Vec<StoredFix> = stored_idx
             .iter()
             .map(|&i| StoredFix {
+                id: uuid::Uuid::from_u128(i as u128),
                 sample: fixes[i].0,
                 flags: stored_flags[i],
             })
@@ -1121,6 +1197,60 @@ mod tests {
                 if let Some(f) = f {
                     prop_assert_eq!(f, expected, "fix {} of {}", i, fixes.len());
                 }
+            }
+        }
+
+        /// However a frozen device's fixes arrive (one by one, in one batch, in shuffled
+        /// batches, newer first), once all are stored with [`judge_batch`]'s flags and
+        /// [`revised_repeats`]' revisions applied, each carries static_repeat exactly when
+        /// the run ending at it in time order is `run` long or longer.
+        #[test]
+        fn prop_static_repeat_ends_the_same_whatever_the_order_of_arrival(
+            walk_steps in prop::collection::vec(step(), 0..6),
+            run in 2usize..8,
+            pieces in prop::collection::vec((1i64..60, 0usize..3, any::<u32>(), 0usize..4), 2..24),
+        ) {
+            let t = Thresholds { static_repeat_run: run, ..Thresholds::default() };
+            let walk = walk_from(&walk_steps);
+            let mut when = walk.last().map_or(at(0), |f| f.recorded_at);
+            // Runs of three readings, interleaved as `pieces` says.
+            let places: Vec<LonLat> = (0..3).map(|k| destination(DISTRICT, 90.0 * k as f64, 40.0)).collect();
+            let mut fixes = walk.clone();
+            for &(gap, reading, _, _) in &pieces {
+                when += TimeDelta::seconds(gap);
+                fixes.push(FixSample { recorded_at: when, position: places[reading], accuracy_m: 5.0, speed_mps: None });
+            }
+            let expected: Vec<bool> = (0..fixes.len())
+                .map(|i| static_repeat(&fixes[..i], &fixes[i], &t))
+                .collect();
+            // Arrival: shuffled by key, cut into batches by the batch numbers.
+            let keys: Vec<u32> = walk_steps.iter().map(|s| s.6)
+                .chain(pieces.iter().map(|p| p.2)).collect();
+            let batch_of: Vec<usize> = walk_steps.iter().map(|s| s.6 as usize % 4)
+                .chain(pieces.iter().map(|p| p.3)).collect();
+            let mut idx: Vec<usize> = (0..fixes.len()).collect();
+            idx.sort_by_key(|&i| (batch_of[i], keys[i], i));
+            let mut store: Vec<(usize, StoredFix)> = Vec::new();
+            for b in 0..4 {
+                let arriving: Vec<usize> = idx.iter().copied().filter(|&i| batch_of[i] == b).collect();
+                if arriving.is_empty() {
+                    continue;
+                }
+                let stored: Vec<StoredFix> = store.iter().map(|(_, s)| *s).collect();
+                let new: Vec<FixSample> = arriving.iter().map(|&i| fixes[i]).collect();
+                let revised = revised_repeats(&stored, &new, &t);
+                let with_mock: Vec<(FixSample, bool)> = new.iter().map(|f| (*f, false)).collect();
+                let flags = judge_batch(&stored, &with_mock, when, Mobility::Vehicle, &t);
+                for (id, f) in revised {
+                    let s = store.iter_mut().find(|(_, s)| s.id == id).unwrap();
+                    s.1.flags = f;
+                }
+                for (k, &i) in arriving.iter().enumerate() {
+                    store.push((i, StoredFix { id: uuid::Uuid::from_u128(i as u128), sample: fixes[i], flags: flags[k] }));
+                }
+            }
+            for (i, s) in &store {
+                prop_assert_eq!(s.flags.contains(Flags::STATIC_REPEAT), expected[*i], "fix {}", i);
             }
         }
 
@@ -1237,7 +1367,7 @@ mod tests {
             let flags_of = |i: usize| if flagged[i] && i != k { Flags::IMPLAUSIBLE_SPEED } else { Flags::empty() };
             let store: Vec<StoredFix> = (0..fixes.len())
                 .filter(|&i| i != k)
-                .map(|i| StoredFix { sample: fixes[i], flags: flags_of(i) })
+                .map(|i| StoredFix { id: uuid::Uuid::from_u128(i as u128), sample: fixes[i], flags: flags_of(i) })
                 .collect();
             let received = fixes.last().unwrap().recorded_at;
             let got = judge_batch(&store, &[(fixes[k], mock)], received, Mobility::Foot, &t);

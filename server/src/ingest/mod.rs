@@ -44,7 +44,9 @@ const ROWS_PER_STATEMENT: usize = 1000;
 const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 /// Members per neighbour query: three compound terms each, under SQLite's 500.
 const MEMBERS_PER_QUERY: usize = 150;
-/// Stored fixes read after a member's new ones (the speed rule looks at the next one).
+/// Stored fixes read after a member's new ones: the speed rule looks at the next one, and
+/// a new fix can change the static_repeat of as many after it as the run is long
+/// ([`plausibility::revised_repeats`]); this many at least.
 const AFTER: usize = 4;
 /// Most stored fixes read between a member's earliest and latest new fix.
 const WITHIN: usize = 20_000;
@@ -289,6 +291,15 @@ fn sample_of(row: &fix::Model) -> FixSample {
 /// The flags that depend on the neighbouring fixes.
 const NEIGHBOUR_FLAGS: i32 = Flags::IMPLAUSIBLE_SPEED.0 | Flags::STATIC_REPEAT.0;
 
+/// A stored fix whose flags new fixes changed (its static_repeat), to be written in the
+/// same transaction as the new fixes.
+struct Revision {
+    member_id: Uuid,
+    id: Uuid,
+    recorded_at: DateTime<Utc>,
+    flags: i32,
+}
+
 /// A group of batches as the writer takes it: each member's new rows and the span they
 /// cover.
 struct Plan<'a> {
@@ -299,6 +310,8 @@ struct Plan<'a> {
     spans: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>,
     /// Stored fixes kept per member for the rules.
     keep: usize,
+    /// Stored fixes read after a member's latest new one.
+    after: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -324,6 +337,7 @@ impl<'a> Plan<'a> {
             by_member,
             spans,
             keep: t.static_repeat_run + 4,
+            after: AFTER.max(t.static_repeat_run),
         }
     }
 
@@ -339,22 +353,26 @@ impl<'a> Plan<'a> {
     }
 
     /// The rows with the flags that depend on the neighbouring fixes (stored ones from the
-    /// tails or from `read`, and each other).
+    /// tails or from `read`, and each other), and the stored fixes whose static_repeat the
+    /// new ones change: (member, id, recorded_at, flags now).
     fn judge(
         &self,
         tails: &Tails,
         read: &HashMap<Uuid, Vec<StoredFix>>,
         t: &Thresholds,
-    ) -> Vec<Vec<fix::Model>> {
+    ) -> (Vec<Vec<fix::Model>>, Vec<Revision>) {
         let batches = self.batches;
         let empty = Vec::new();
         let mut rows: Vec<Vec<fix::Model>> = batches.iter().map(|b| b.rows.clone()).collect();
+        let mut revisions = Vec::new();
         for (member, (mobility, places)) in &self.by_member {
             let new: Vec<(FixSample, bool)> = places
                 .iter()
                 .map(|&(b, r)| {
                     let row = &batches[b].rows[r];
-                    (sample_of(row), row.mock)
+                    // A position its own device disowns is no speed neighbour, like a mock.
+                    let unusable = row.mock || Flags(row.flags).contains(Flags::INVALID_FIX);
+                    (sample_of(row), unusable)
                 })
                 .collect();
             let from = new
@@ -370,8 +388,21 @@ impl<'a> Plan<'a> {
             for (&(b, r), flags) in places.iter().zip(judged) {
                 rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
             }
+            let samples: Vec<FixSample> = new.iter().map(|(f, _)| *f).collect();
+            for (id, flags) in plausibility::revised_repeats(theirs, &samples, t) {
+                let at = theirs
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map_or(from, |s| s.sample.recorded_at);
+                revisions.push(Revision {
+                    member_id: *member,
+                    id,
+                    recorded_at: at,
+                    flags: flags.0,
+                });
+            }
         }
-        rows
+        (rows, revisions)
     }
 
     /// After the commit: updates the tails and says what became of each row.
@@ -405,6 +436,7 @@ impl<'a> Plan<'a> {
                     let row = &rows[b][r];
                     if inserted.contains(&row.id) {
                         known.push(StoredFix {
+                            id: row.id,
                             sample: sample_of(row),
                             flags: Flags(row.flags),
                         });
@@ -450,9 +482,9 @@ async fn write_group(
     let t0 = std::time::Instant::now();
     let misses = plan.misses(tails);
     let read_at = std::time::Instant::now();
-    let read = neighbours(db, &misses, plan.keep).await?;
+    let read = neighbours(db, &misses, plan.keep, plan.after).await?;
     let t1 = t0.elapsed();
-    let rows = plan.judge(tails, &read, t);
+    let (rows, revisions) = plan.judge(tails, &read, t);
 
     let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     let txn = db.begin().await?;
@@ -475,6 +507,13 @@ async fn write_group(
         .copied()
         .filter(|r| !inserted.contains(&r.id))
         .collect();
+    for r in &revisions {
+        fix::Entity::update_many()
+            .col_expr(fix::Column::Flags, sea_orm::sea_query::Expr::value(r.flags))
+            .filter(fix::Column::Id.eq(r.id))
+            .exec(&txn)
+            .await?;
+    }
     let t2 = t0.elapsed();
     let earlier = read_back(&txn, &others).await?;
     txn.commit().await?;
@@ -512,6 +551,7 @@ async fn neighbours(
     db: &DatabaseConnection,
     spans: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
     before: usize,
+    after: usize,
 ) -> Result<HashMap<Uuid, Vec<StoredFix>>, sea_orm::DbErr> {
     let backend = db.get_database_backend();
     let mut out: HashMap<Uuid, Vec<StoredFix>> = HashMap::with_capacity(spans.len());
@@ -525,7 +565,7 @@ async fn neighbours(
                 _ => "?".to_owned(),
             }
         };
-        const COLUMNS: &str = "member_id, recorded_at, lat, lon, accuracy_m, speed_mps, flags";
+        const COLUMNS: &str = "id, member_id, recorded_at, lat, lon, accuracy_m, speed_mps, flags";
         for (i, (member, from, to)) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push_str(" UNION ALL ");
@@ -547,7 +587,7 @@ async fn neighbours(
             let t = param(&mut values, (*to).into());
             sql.push_str(&format!(
                 " UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = {m} \
-                 AND recorded_at > {t} ORDER BY recorded_at LIMIT {AFTER}) AS a{i}"
+                 AND recorded_at > {t} ORDER BY recorded_at LIMIT {after}) AS a{i}"
             ));
         }
         let rows = db
@@ -556,6 +596,7 @@ async fn neighbours(
         for row in rows {
             let member: Uuid = row.try_get("", "member_id")?;
             out.entry(member).or_default().push(StoredFix {
+                id: row.try_get("", "id")?,
                 sample: FixSample {
                     recorded_at: row.try_get("", "recorded_at")?,
                     position: LonLat {
@@ -623,6 +664,7 @@ mod tests {
         let batch: Vec<StoredFix> = (0..1000)
             .rev()
             .map(|i| StoredFix {
+                id: Uuid::from_u128(i as u128),
                 sample: FixSample {
                     recorded_at: start + chrono::Duration::seconds(i),
                     position: LonLat {

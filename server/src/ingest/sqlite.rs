@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{AFTER, Plan, Tails, WITHIN, Written};
+use super::{Plan, Tails, WITHIN, Written};
 use crate::{
     domain::{
         geodesy::LonLat,
@@ -134,7 +134,10 @@ const SELECT_ONE: &str = "SELECT id, member_id, client_id, recorded_at, received
      accuracy_m, speed_mps, heading_deg, altitude_m, battery, kind, post_id, shift_id, datum, mock, \
      flags, source FROM fixes WHERE member_id = ?1 AND client_id = ?2";
 
-const COLUMNS: &str = "recorded_at, lat, lon, accuracy_m, speed_mps, flags";
+const COLUMNS: &str = "recorded_at, lat, lon, accuracy_m, speed_mps, flags, id";
+
+/// Revises a stored fix's flags (its static_repeat, which later-arriving fixes decide too).
+const REVISE: &str = "UPDATE fixes SET flags = ?1 WHERE id = ?2";
 
 /// Judges, inserts and commits a group of batches; the answer per batch, per row.
 pub(super) fn write_group(
@@ -148,9 +151,9 @@ pub(super) fn write_group(
     let t0 = std::time::Instant::now();
     let misses = plan.misses(tails);
     let read_at = std::time::Instant::now();
-    let read = neighbours(conn, &misses, plan.keep).map_err(err)?;
+    let read = neighbours(conn, &misses, plan.keep, plan.after).map_err(err)?;
     let t1 = t0.elapsed();
-    let rows = plan.judge(tails, &read, t);
+    let (rows, revisions) = plan.judge(tails, &read, t);
 
     // IMMEDIATE: the write lock is taken (or waited for) now, not at the first INSERT.
     let txn = conn
@@ -191,6 +194,14 @@ pub(super) fn write_group(
             }
         }
     }
+    {
+        let mut revise = txn.prepare_cached(REVISE).map_err(err)?;
+        for r in &revisions {
+            revise
+                .execute(params![r.flags, r.id.as_bytes().as_slice()])
+                .map_err(err)?;
+        }
+    }
     let t2 = t0.elapsed();
     let mut earlier: HashMap<(Uuid, Uuid), fix::Model> = HashMap::with_capacity(others.len());
     {
@@ -211,13 +222,15 @@ pub(super) fn write_group(
             }
         }
     }
-    // Fixes of hours already packed (late ones) are read from the table until packed again.
+    // Fixes of hours already packed (late ones, and those whose flags were revised) are
+    // read from the table until packed again.
     crate::packs::mark_written(
         &txn,
         rows.iter()
             .flatten()
             .filter(|r| inserted.contains(&r.id))
-            .map(|r| (&r.member_id, r.recorded_at)),
+            .map(|r| (&r.member_id, r.recorded_at))
+            .chain(revisions.iter().map(|r| (&r.member_id, r.recorded_at))),
     )
     .map_err(err)?;
     txn.commit().map_err(err)?;
@@ -269,6 +282,7 @@ fn neighbours(
     conn: &Connection,
     spans: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
     before: usize,
+    after: usize,
 ) -> rusqlite::Result<HashMap<Uuid, Vec<StoredFix>>> {
     let mut out: HashMap<Uuid, Vec<StoredFix>> = HashMap::with_capacity(spans.len());
     if spans.is_empty() {
@@ -280,7 +294,7 @@ fn neighbours(
          UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = ?1 \
          AND recorded_at >= ?2 AND recorded_at <= ?3 ORDER BY recorded_at LIMIT {WITHIN}) \
          UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM fixes WHERE member_id = ?1 \
-         AND recorded_at > ?3 ORDER BY recorded_at LIMIT {AFTER})"
+         AND recorded_at > ?3 ORDER BY recorded_at LIMIT {after})"
     );
     let mut select = conn.prepare_cached(&sql)?;
     for (member, from, to) in spans {
@@ -292,6 +306,7 @@ fn neighbours(
         ])?;
         while let Some(r) = rows.next()? {
             fixes.push(StoredFix {
+                id: uuid_of(&r.get::<_, Vec<u8>>(6)?)?,
                 sample: FixSample {
                     recorded_at: parse_time(&r.get::<_, String>(0)?)?,
                     position: LonLat {

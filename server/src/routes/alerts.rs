@@ -31,11 +31,15 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ack_alert))
 }
 
+/// The `state` filter that lists alerts in every state.
+const ALL_STATES: &str = "all";
+
 /// Filters of `GET /alerts`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AlertQuery {
-    /// `open` (raised, not acknowledged), `acknowledged` or `resolved`.
+    /// `open` (raised, not acknowledged), `acknowledged`, `resolved`, or `all` (the same
+    /// as leaving it out).
     pub state: Option<String>,
     /// Only this kind.
     pub kind: Option<AlertKind>,
@@ -87,10 +91,11 @@ pub async fn list_alerts(
                 alert_state::OPEN,
                 alert_state::ACKNOWLEDGED,
                 alert_state::RESOLVED,
+                ALL_STATES,
             ]
             .contains(&s.as_str()),
             "state",
-            "must be open, acknowledged or resolved",
+            "must be open, acknowledged, resolved or all",
         );
     }
     if let (Some(from), Some(to)) = (q.from, q.to) {
@@ -103,8 +108,8 @@ pub async fn list_alerts(
     if let Some(after) = page.after {
         query = query.filter(alert::Column::Id.lt(after));
     }
-    if let Some(s) = &q.state {
-        query = query.filter(alert::Column::State.eq(s.as_str()));
+    if let Some(s) = q.state.as_deref().filter(|s| *s != ALL_STATES) {
+        query = query.filter(alert::Column::State.eq(s));
     }
     if let Some(k) = q.kind {
         query = query.filter(alert::Column::Kind.eq(k.as_str()));

@@ -1,7 +1,7 @@
 //! `POST /checkins`: GPS fixes from phones, one or a batch of up to 1,000; and reading
 //! them back: `GET /checkins`, `GET /members/{id}/track`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::{
     extract::{Request, State},
@@ -126,6 +126,11 @@ pub struct CheckinIn {
     pub datum: Option<Datum>,
     /// The device says the location came from a mock provider.
     pub mock: Option<bool>,
+    /// The device says the position is not a valid fix (OsmAnd's `valid=false`); set by the
+    /// protocol readers, never read from the API's JSON.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub invalid: bool,
 }
 
 /// A batch of fixes, as an offline phone uploads its queue.
@@ -317,6 +322,14 @@ fn check_item(
     now: DateTime<Utc>,
     sync_window: Duration,
 ) -> Result<Candidate, ItemError> {
+    // chrono reads a 60th second as a leap second, which it then writes back as `:60`, a
+    // time that JavaScript, Python and PostgreSQL cannot read; and it is no real GPS time.
+    if input.recorded_at.timestamp_subsec_nanos() >= 1_000_000_000 {
+        return Err(item_error(
+            "recorded_at",
+            "is not a valid time: seconds run from 00 to 59",
+        ));
+    }
     // Kept to the microsecond, as PostgreSQL keeps it, on every database alike.
     input.recorded_at = input.recorded_at.trunc_subsecs(6);
     let finite = |v: f64| v.is_finite();
@@ -520,31 +533,35 @@ pub async fn ingest(
             .map(|p| p.id)
             .collect()
     };
-    let known_shifts: HashSet<Uuid> = if shift_ids.is_empty() {
-        HashSet::new()
+    // Each named shift's post.
+    let known_shifts: HashMap<Uuid, Uuid> = if shift_ids.is_empty() {
+        HashMap::new()
     } else {
         shift::Entity::find()
             .filter(shift::Column::Id.is_in(shift_ids))
             .all(&state.db)
             .await?
             .into_iter()
-            .map(|s| s.id)
+            .map(|s| (s.id, s.post_id))
             .collect()
     };
     for c in &mut checked {
         if let Ok(candidate) = c {
-            if candidate
-                .input
-                .post_id
-                .is_some_and(|p| !known_posts.contains(&p))
-            {
+            let input = &candidate.input;
+            if input.post_id.is_some_and(|p| !known_posts.contains(&p)) {
                 *c = Err(item_error("post_id", "no such post"));
-            } else if candidate
-                .input
-                .shift_id
-                .is_some_and(|s| !known_shifts.contains(&s))
-            {
-                *c = Err(item_error("shift_id", "no such shift"));
+                continue;
+            }
+            match input.shift_id.map(|s| known_shifts.get(&s)) {
+                None => {}
+                Some(None) => *c = Err(item_error("shift_id", "no such shift")),
+                Some(Some(post)) if input.post_id.is_some_and(|p| p != *post) => {
+                    *c = Err(item_error(
+                        "post_id",
+                        "is not the post of the shift named by shift_id",
+                    ));
+                }
+                Some(Some(_)) => {}
             }
         }
     }
@@ -577,6 +594,9 @@ pub async fn ingest(
             // The flags of the fix alone; the writer adds those that need its neighbours.
             let mut flags =
                 plausibility::intrinsic_flags(&sample, i.mock.unwrap_or(false), now, &t);
+            if i.invalid {
+                flags.insert(Flags::INVALID_FIX);
+            }
             // outside_shift: no shift of the member covers the moment.
             let at = i.recorded_at;
             if !context.shifts.iter().any(|(_, a, b)| *a <= at && at < *b) {

@@ -16,6 +16,7 @@ use crate::{
     auth::AuthUser,
     coverage::{coverage_json_over, coverage_of, settings_of},
     domain::{
+        alerts::Position,
         coverage::{Excluded, PresenceFigures, RouteFigures, ShiftCoverage, Status, route_pieces},
         geodesy::{LocalProjection, LonLat, point_segment_distance},
         geometry::{PostGeometry, PostKind},
@@ -530,11 +531,13 @@ pub struct PostNow {
     pub rostered: u32,
     /// People required now (0 when nobody is rostered).
     pub required: u32,
-    /// Members with an eligible fix at the post within the last `max_gap_s`.
+    /// Members of the running shifts with an eligible fix at the post within the last
+    /// `max_gap_s` (§3: only a shift's own members count; a passer-by does not).
     pub present: Vec<Uuid>,
     /// Rostered now and enough people present.
     pub staffed: bool,
-    /// The latest eligible fix at the post, if any recent.
+    /// The latest eligible fix at the post of a member of its running shifts, if any
+    /// recent.
     pub last_fix_at: Option<DateTime<Utc>>,
 }
 
@@ -545,8 +548,11 @@ pub struct SilentMember {
     pub member_id: Uuid,
     /// Their name.
     pub display_name: String,
-    /// Their latest fix, if within the look-back.
+    /// Their latest fix within the last `MAX_SHIFT` (48 hours), fixes flagged out of the
+    /// board left aside; null when there is none.
     pub last_fix_at: Option<DateTime<Utc>>,
+    /// Where that fix was.
+    pub last_position: Option<Position>,
     /// The shifts they are on now.
     pub shift_ids: Vec<Uuid>,
 }
@@ -610,6 +616,16 @@ pub fn at_post(
     }
 }
 
+/// Silent members whose last fix is read for the board, the first by id.
+const MAX_SILENT_LOOKUPS: usize = 1000;
+
+/// The stored flag values that leave a fix on the board.
+fn board_flag_values() -> Vec<i32> {
+    (0..Flags::LIMIT)
+        .filter(|v| !Flags(*v).excludes_from_board())
+        .collect()
+}
+
 /// The live state of a set of posts at a moment, as `GET /status/now` answers it, with
 /// what the alert rules need besides.
 pub struct Live {
@@ -619,13 +635,16 @@ pub struct Live {
     pub running: Vec<shift::Model>,
     /// The people on each running shift.
     pub people: HashMap<Uuid, HashSet<Uuid>>,
-    /// Each member's latest fix within the look-back: when and where (lat, lon).
+    /// Each member's latest fix that the board counts: within the look-back, or for a
+    /// silent member within `MAX_SHIFT`; when and where (lat, lon).
     pub last_fix: HashMap<Uuid, (DateTime<Utc>, f64, f64)>,
 }
 
-/// Each of these posts now: rostered and required headcount, who is there (an eligible
-/// fix at the post within the last `max_gap_s`), whether it is staffed; and members on
-/// duty whose last fix is older than `silent_after_min`.
+/// Each of these posts now: rostered and required headcount, who is there (a member of a
+/// running shift of the post with an eligible fix at the post within the last
+/// `max_gap_s`), whether it is staffed; and members on duty whose last fix is older than
+/// `silent_after_min`, with that fix. Fixes flagged out of coverage, or with a clock ahead
+/// of the server, make nobody present or heard from ([`Flags::excludes_from_board`]).
 pub async fn live_board(
     state: &AppState,
     posts: &[post::Model],
@@ -656,6 +675,10 @@ pub async fn live_board(
         )
         .all(&state.db)
         .await?;
+    let recent: Vec<fix::Model> = recent
+        .into_iter()
+        .filter(|f| f.recorded_at <= now && !Flags(f.flags).excludes_from_board())
+        .collect();
     let mut last_fix: HashMap<Uuid, (DateTime<Utc>, f64, f64)> = HashMap::new();
     for f in &recent {
         let e = last_fix
@@ -668,11 +691,7 @@ pub async fn live_board(
     let present_since = now - Duration::seconds(settings.max_gap_s);
     let eligible: Vec<&fix::Model> = recent
         .iter()
-        .filter(|f| {
-            f.recorded_at >= present_since
-                && f.accuracy_m <= settings.max_accuracy_m
-                && !Flags(f.flags).excludes_from_coverage()
-        })
+        .filter(|f| f.recorded_at >= present_since && f.accuracy_m <= settings.max_accuracy_m)
         .collect();
     let mut board = Vec::with_capacity(posts.len());
     for p in posts {
@@ -688,10 +707,14 @@ pub async fn live_board(
             .map(|s| s.min_headcount.unwrap_or(p.min_headcount).max(1) as u32)
             .max()
             .unwrap_or(0);
+        let crew: HashSet<Uuid> = mine
+            .iter()
+            .flat_map(|s| people.get(&s.id).into_iter().flatten().copied())
+            .collect();
         let mut present = HashSet::new();
         let mut last_at: Option<DateTime<Utc>> = None;
         if let Some(g) = &geometry {
-            for f in &eligible {
+            for f in eligible.iter().filter(|f| crew.contains(&f.member_id)) {
                 if at_post(
                     kind,
                     g,
@@ -729,11 +752,30 @@ pub async fn live_board(
             on_duty.entry(*m).or_default().push(s.id);
         }
     }
-    let silent_ids: Vec<Uuid> = on_duty
+    let mut silent_ids: Vec<Uuid> = on_duty
         .keys()
         .filter(|m| last_fix.get(m).is_none_or(|t| t.0 < silent_before))
         .copied()
         .collect();
+    silent_ids.sort();
+    // A silent member's last fix is older than the look-back by definition; it is what a
+    // commander needs to send someone, so it is read for each (bounded in number).
+    for m in silent_ids.iter().take(MAX_SILENT_LOOKUPS) {
+        if last_fix.contains_key(m) {
+            continue;
+        }
+        let found = fix::Entity::find()
+            .filter(fix::Column::MemberId.eq(*m))
+            .filter(fix::Column::RecordedAt.gte(now - crate::routes::shifts::MAX_SHIFT))
+            .filter(fix::Column::RecordedAt.lte(now))
+            .filter(fix::Column::Flags.is_in(board_flag_values()))
+            .order_by_desc(fix::Column::RecordedAt)
+            .one(&state.db)
+            .await?;
+        if let Some(f) = found {
+            last_fix.insert(*m, (f.recorded_at, f.lat, f.lon));
+        }
+    }
     let names: HashMap<Uuid, String> = member::Entity::find()
         .filter(member::Column::Id.is_in(silent_ids.iter().copied()))
         .all(&state.db)
@@ -747,6 +789,7 @@ pub async fn live_board(
             member_id: m,
             display_name: names.get(&m).cloned().unwrap_or_default(),
             last_fix_at: last_fix.get(&m).map(|t| t.0),
+            last_position: last_fix.get(&m).map(|&(_, lat, lon)| Position { lat, lon }),
             shift_ids: on_duty.remove(&m).unwrap_or_default(),
         })
         .collect();

@@ -8,6 +8,12 @@
 //! level 0–1). Each fix goes through the same checks, flags and idempotency as
 //! `POST /api/v1/checkins`; its `client_id` is derived from the key and the timestamp, so
 //! a resend is a duplicate.
+//!
+//! An `alarm` of `sos`, `fallDown` or `accident` (the query parameter, or
+//! `location.extras.alarm` of the JSON body, as Traccar Client's SOS button sends it)
+//! stores the fix as kind `sos`, which raises an SOS alert. `valid=false` stores the fix
+//! flagged `invalid_fix`. A side field that does not read or is out of range is dropped,
+//! never a reason to refuse the position: the apps retry a refused position forever.
 
 use std::collections::HashMap;
 
@@ -72,6 +78,40 @@ fn number(params: &HashMap<String, String>, key: &str) -> Result<Option<f64>, It
     }
 }
 
+/// A side field of a position (accuracy, speed, bearing, altitude, battery): kept when it
+/// reads and is in range, dropped otherwise. The apps delete a queued position only when it
+/// is answered 2xx, so refusing a position over a side field would jam the phone's queue
+/// behind it for good.
+fn side(value: Option<f64>, range: std::ops::RangeInclusive<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite() && range.contains(v))
+}
+
+fn side_param(params: &HashMap<String, String>, key: &str) -> Option<f64> {
+    number(params, key).ok().flatten()
+}
+
+/// Whether an alarm of the protocol (Traccar's names, several joined by commas) is a call
+/// for help. A person's device raises `sos`; `fallDown` and `accident` mean the person may
+/// not be able to press it. The other alarms (`lowBattery`, `overspeed`, geofences and so
+/// on) are about the device or the vehicle, not a person in danger.
+fn is_distress(alarm: &str) -> bool {
+    alarm
+        .split(',')
+        .map(str::trim)
+        .any(|a| ["sos", "falldown", "accident"].contains(&a.to_ascii_lowercase().as_str()))
+}
+
+/// Whether a `valid` parameter says the position is not a valid fix.
+fn says_invalid(raw: &str) -> bool {
+    matches!(raw.trim().to_ascii_lowercase().as_str(), "false" | "0")
+}
+
+/// A time the protocol reads, refusing a 60th second (a leap second to chrono, which no
+/// client can read back).
+fn parse_fix_time(raw: &str) -> Option<DateTime<Utc>> {
+    parse_time(raw).filter(|t| t.timestamp_subsec_nanos() < 1_000_000_000)
+}
+
 /// The fix's `client_id`: a UUID v7 whose time is the fix's own and whose other bits come
 /// from a UUID v5 of the key and the timestamp. Deterministic, so a resend is a duplicate;
 /// time-ordered, so a device's fixes go in at the end of its part of the unique index on
@@ -89,36 +129,38 @@ fn client_id(key_id: Uuid, at: DateTime<Utc>) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(millis, &rest).into_uuid()
 }
 
-/// A fix from the query-string (or form) parameters.
+/// A fix from the query-string (or form) parameters. Only the position and its time can
+/// refuse it; a side field out of range is dropped.
 fn from_params(params: &HashMap<String, String>, key_id: Uuid) -> Result<CheckinIn, ItemError> {
     let lat = number(params, "lat")?.ok_or_else(|| bad("lat", "is required"))?;
     let lon = number(params, "lon")?.ok_or_else(|| bad("lon", "is required"))?;
     let recorded_at = match params.get("timestamp") {
-        Some(raw) => {
-            parse_time(raw).ok_or_else(|| bad("timestamp", "must be Unix seconds or ISO 8601"))?
-        }
+        Some(raw) => parse_fix_time(raw)
+            .ok_or_else(|| bad("timestamp", "must be Unix seconds or ISO 8601"))?,
         None => Utc::now(),
     };
-    let speed = number(params, "speed")?.map(|knots| knots * KNOT_MPS);
+    let alarm = params.get("alarm").is_some_and(|a| is_distress(a));
     Ok(CheckinIn {
         client_id: client_id(key_id, recorded_at),
         recorded_at,
         lat,
         lon,
-        accuracy_m: number(params, "accuracy")?.unwrap_or(0.0),
-        speed_mps: speed.filter(|s| *s >= 0.0),
-        heading_deg: number(params, "bearing")?.filter(|h| *h >= 0.0),
-        altitude_m: number(params, "altitude")?,
-        battery: number(params, "batt")?.filter(|b| *b >= 0.0),
-        kind: Some(FixKind::Ping),
+        accuracy_m: side(side_param(params, "accuracy"), 0.0..=f64::MAX).unwrap_or(0.0),
+        speed_mps: side(side_param(params, "speed"), 0.0..=f64::MAX).map(|k| k * KNOT_MPS),
+        heading_deg: side(side_param(params, "bearing"), 0.0..=360.0),
+        altitude_m: side(side_param(params, "altitude"), -20_000.0..=20_000.0),
+        battery: side(side_param(params, "batt"), 0.0..=100.0),
+        kind: Some(if alarm { FixKind::Sos } else { FixKind::Ping }),
         post_id: None,
         shift_id: None,
         datum: None,
         mock: params.get("mock").map(|m| m == "true" || m == "1"),
+        invalid: params.get("valid").is_some_and(|v| says_invalid(v)),
     })
 }
 
-/// A fix from a Traccar Client JSON `location`.
+/// A fix from a Traccar Client JSON `location`. Only the position and its time can refuse
+/// it; a side field out of range is dropped.
 fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
     let coords = loc
         .get("coords")
@@ -129,32 +171,48 @@ fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
     let lon =
         num(coords, "longitude").ok_or_else(|| bad("location.coords.longitude", "is required"))?;
     let recorded_at = match loc.get("timestamp") {
-        Some(Value::String(s)) => parse_time(s),
-        Some(Value::Number(n)) => n.as_f64().and_then(|n| parse_time(&n.to_string())),
+        Some(Value::String(s)) => parse_fix_time(s),
+        Some(Value::Number(n)) => n.as_f64().and_then(|n| parse_fix_time(&n.to_string())),
         _ => None,
     }
     .ok_or_else(|| bad("location.timestamp", "must be ISO 8601 or Unix time"))?;
-    let battery = loc
-        .get("battery")
-        .and_then(|b| num(b, "level"))
-        .filter(|l| *l >= 0.0)
-        .map(|l| if l <= 1.0 { l * 100.0 } else { l });
-    let sos = loc.get("event").and_then(Value::as_str) == Some("sos");
+    let battery = side(
+        loc.get("battery").and_then(|b| num(b, "level")),
+        0.0..=100.0,
+    )
+    .map(|l| if l <= 1.0 { l * 100.0 } else { l });
+    // Traccar Client's SOS button sends `extras: {"alarm": "sos"}` in the location.
+    let alarm = loc
+        .get("extras")
+        .and_then(|e| e.get("alarm"))
+        .and_then(Value::as_str)
+        .is_some_and(is_distress);
+    let sos = alarm || loc.get("event").and_then(Value::as_str) == Some("sos");
+    let valid = loc
+        .get("extras")
+        .and_then(|e| e.get("valid"))
+        .or_else(|| coords.get("valid"));
+    let invalid = match valid {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => says_invalid(s),
+        _ => false,
+    };
     Ok(CheckinIn {
         client_id: client_id(key_id, recorded_at),
         recorded_at,
         lat,
         lon,
-        accuracy_m: num(coords, "accuracy").filter(|a| *a >= 0.0).unwrap_or(0.0),
-        speed_mps: num(coords, "speed").filter(|s| *s >= 0.0),
-        heading_deg: num(coords, "heading").filter(|h| *h >= 0.0),
-        altitude_m: num(coords, "altitude"),
+        accuracy_m: side(num(coords, "accuracy"), 0.0..=f64::MAX).unwrap_or(0.0),
+        speed_mps: side(num(coords, "speed"), 0.0..=f64::MAX),
+        heading_deg: side(num(coords, "heading"), 0.0..=360.0),
+        altitude_m: side(num(coords, "altitude"), -20_000.0..=20_000.0),
         battery,
         kind: Some(if sos { FixKind::Sos } else { FixKind::Ping }),
         post_id: None,
         shift_id: None,
         datum: None,
         mock: loc.get("mock").and_then(Value::as_bool),
+        invalid,
     })
 }
 
@@ -192,7 +250,20 @@ async fn member_of_key(state: &AppState, key: Option<&str>) -> ApiResult<(Uuid, 
     Ok((record.id, record.member_id))
 }
 
-fn answer(outcomes: Vec<Outcome>) -> ApiResult<Response> {
+/// The protocol's name of a field the check-in rules name, so that an error names what
+/// the client sent.
+fn protocol_field(field: &str, json: bool) -> String {
+    let name = match (field, json) {
+        ("recorded_at", false) => "timestamp",
+        ("recorded_at", true) => "location.timestamp",
+        ("lat", true) => "location.coords.latitude",
+        ("lon", true) => "location.coords.longitude",
+        (other, _) => other,
+    };
+    name.to_owned()
+}
+
+fn answer(outcomes: Vec<Outcome>, json: bool) -> ApiResult<Response> {
     let total = outcomes.len();
     let rejected: Vec<ItemError> = outcomes
         .into_iter()
@@ -208,7 +279,9 @@ fn answer(outcomes: Vec<Outcome>) -> ApiResult<Response> {
     match rejected.first() {
         // A single refused fix is an error the app shows; in a batch the good ones count.
         Some(e) if total == 1 => Err(ApiError::field(
-            e.field.clone().unwrap_or_else(|| "body".into()),
+            e.field
+                .as_deref()
+                .map_or_else(|| "body".into(), |f| protocol_field(f, json)),
             e.message.clone(),
         )),
         _ => Ok(StatusCode::OK.into_response()),
@@ -221,7 +294,10 @@ fn params_of(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-/// A position in the OsmAnd / Traccar query-string form.
+/// A position in the OsmAnd / Traccar query-string form. Only the device key, the
+/// position and its time can refuse it: a side field (`accuracy`, `speed`, `bearing`,
+/// `altitude`, `batt`) that does not read or is out of range is dropped and the position
+/// stored, since the apps delete a queued position only when it is answered 2xx.
 #[utoipa::path(get, path = "/osmand", tag = "checkins",
     params(
         ("id" = String, Query, description = "The device key"),
@@ -233,6 +309,8 @@ fn params_of(query: Option<&str>) -> HashMap<String, String> {
         ("bearing" = Option<f64>, Query, description = "Degrees"),
         ("altitude" = Option<f64>, Query, description = "Metres"),
         ("batt" = Option<f64>, Query, description = "Battery percent"),
+        ("alarm" = Option<String>, Query, description = "Traccar alarm names, comma-separated: `sos`, `fallDown` and `accident` store the fix as kind `sos` and raise an SOS alert; other alarms are ignored"),
+        ("valid" = Option<bool>, Query, description = "`false`: the device has no valid fix; stored flagged `invalid_fix`, never counted"),
     ),
     responses(
         (status = 200, description = "Stored (or already stored)"),
@@ -256,11 +334,13 @@ pub async fn osmand_get(State(state): State<AppState>, request: Request) -> ApiR
             Source::Osmand,
         )
         .await?,
+        false,
     )
 }
 
 /// A position (or several) by POST: the query-string form, a form body, or the Traccar
-/// Client JSON body.
+/// Client JSON body (`location.extras.alarm` as the `alarm` parameter). Side fields are
+/// handled as by GET.
 #[utoipa::path(post, path = "/osmand", tag = "checkins",
     request_body(content = Object, description = "Traccar Client JSON ({\"location\": {...} or [...], \"device_id\": \"KEY\"}), or a form body with the query-string fields"),
     responses(
@@ -308,7 +388,10 @@ pub async fn osmand_post(State(state): State<AppState>, request: Request) -> Api
             .into_iter()
             .map(|l| from_location(l, key_id))
             .collect();
-        return answer(ingest(&state, member_id, items, Source::Osmand).await?);
+        return answer(
+            ingest(&state, member_id, items, Source::Osmand).await?,
+            true,
+        );
     }
     if !body.is_empty() {
         params.extend(form_urlencoded::parse(&body).into_owned());
@@ -329,6 +412,7 @@ pub async fn osmand_post(State(state): State<AppState>, request: Request) -> Api
             Source::Osmand,
         )
         .await?,
+        false,
     )
 }
 

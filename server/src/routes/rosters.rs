@@ -209,6 +209,7 @@ pub async fn insert_planned<C: ConnectionTrait>(
                 note: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
+                team_frozen_at: Set(None),
             });
             let inserted = shift::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([
@@ -224,6 +225,15 @@ pub async fn insert_planned<C: ConnectionTrait>(
             }
         }
     }
+    // Shifts created already begun get the team of their creation.
+    let teams: Vec<Uuid> = planned
+        .iter()
+        .filter(|p| p.starts_at <= now)
+        .map(|p| p.team_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    crate::routes::shifts::freeze_team_members(db, &teams, now).await?;
     Ok((created, total))
 }
 

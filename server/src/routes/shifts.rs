@@ -31,7 +31,9 @@ use crate::{
         units::present,
     },
     state::AppState,
-    store::{post, shift, shift_coverage, shift_member, team, team_member, unit},
+    store::{
+        post, shift, shift_coverage, shift_member, shift_team_member, team, team_member, unit,
+    },
 };
 
 /// Longest shift.
@@ -166,7 +168,8 @@ pub fn overlapping(from: DateTime<Utc>, to: DateTime<Utc>) -> Condition {
         .add(shift::Column::StartsAt.gt(from - MAX_SHIFT))
 }
 
-/// Shifts a member is on: named on them, or in their team.
+/// Shifts a member is on: named on them, or in their team as it was at the shift's time
+/// (recorded, or the team now while nothing is recorded).
 pub fn shifts_of_member(member_id: Uuid) -> Condition {
     Condition::any()
         .add(
@@ -179,14 +182,88 @@ pub fn shifts_of_member(member_id: Uuid) -> Condition {
             ),
         )
         .add(
-            shift::Column::TeamId.in_subquery(
+            shift::Column::Id.in_subquery(
                 Query::select()
-                    .column(team_member::Column::TeamId)
-                    .from(team_member::Entity)
-                    .and_where(team_member::Column::MemberId.eq(member_id))
+                    .column(shift_team_member::Column::ShiftId)
+                    .from(shift_team_member::Entity)
+                    .and_where(shift_team_member::Column::MemberId.eq(member_id))
                     .to_owned(),
             ),
         )
+        .add(
+            Condition::all()
+                .add(shift::Column::TeamFrozenAt.is_null())
+                .add(
+                    shift::Column::TeamId.in_subquery(
+                        Query::select()
+                            .column(team_member::Column::TeamId)
+                            .from(team_member::Entity)
+                            .and_where(team_member::Column::MemberId.eq(member_id))
+                            .to_owned(),
+                    ),
+                ),
+        )
+}
+
+/// Records the members of these teams now as the team members of each of their shifts
+/// that has begun by `now` and has none recorded yet. Called before a team's members
+/// change (so a begun shift keeps the people it began with) and after shifts are created
+/// or moved (so a shift created in the past has the team of its creation, never of a
+/// later edit).
+pub async fn freeze_team_members<C: ConnectionTrait>(
+    db: &C,
+    team_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    for chunk in team_ids.chunks(500) {
+        let begun = shift::Entity::find()
+            .filter(shift::Column::TeamId.is_in(chunk.iter().copied()))
+            .filter(shift::Column::TeamFrozenAt.is_null())
+            .filter(shift::Column::StartsAt.lte(now))
+            .all(db)
+            .await?;
+        if begun.is_empty() {
+            continue;
+        }
+        let mut teams: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for r in team_member::Entity::find()
+            .filter(team_member::Column::TeamId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?
+        {
+            teams.entry(r.team_id).or_default().push(r.member_id);
+        }
+        let rows: Vec<shift_team_member::ActiveModel> = begun
+            .iter()
+            .flat_map(|s| {
+                let members = s.team_id.and_then(|t| teams.get(&t));
+                members
+                    .into_iter()
+                    .flatten()
+                    .map(|m| shift_team_member::ActiveModel {
+                        shift_id: Set(s.id),
+                        member_id: Set(*m),
+                    })
+            })
+            .collect();
+        for rows in rows.chunks(1000) {
+            shift_team_member::Entity::insert_many(rows.iter().cloned())
+                .on_conflict_do_nothing()
+                .exec_without_returning(db)
+                .await?;
+        }
+        for ids in begun.chunks(500) {
+            shift::Entity::update_many()
+                .col_expr(
+                    shift::Column::TeamFrozenAt,
+                    sea_orm::sea_query::Expr::value(Some(now)),
+                )
+                .filter(shift::Column::Id.is_in(ids.iter().map(|s| s.id)))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Explicit members of each shift.
@@ -215,8 +292,25 @@ pub async fn people_on<C: ConnectionTrait>(
 ) -> ApiResult<HashMap<Uuid, HashSet<Uuid>>> {
     let ids: Vec<Uuid> = shifts.iter().map(|s| s.id).collect();
     let named = named_members(db, &ids).await?;
+    // Recorded team members for the shifts that have them, the team now for the others.
+    let frozen: Vec<Uuid> = shifts
+        .iter()
+        .filter(|s| s.team_frozen_at.is_some())
+        .map(|s| s.id)
+        .collect();
+    let mut recorded: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for chunk in frozen.chunks(500) {
+        for r in shift_team_member::Entity::find()
+            .filter(shift_team_member::Column::ShiftId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?
+        {
+            recorded.entry(r.shift_id).or_default().push(r.member_id);
+        }
+    }
     let team_ids: Vec<Uuid> = shifts
         .iter()
+        .filter(|s| s.team_frozen_at.is_none())
         .filter_map(|s| s.team_id)
         .collect::<HashSet<_>>()
         .into_iter()
@@ -236,7 +330,9 @@ pub async fn people_on<C: ConnectionTrait>(
         .map(|s| {
             let mut people: HashSet<Uuid> =
                 named.get(&s.id).into_iter().flatten().copied().collect();
-            if let Some(t) = s.team_id {
+            if s.team_frozen_at.is_some() {
+                people.extend(recorded.get(&s.id).into_iter().flatten().copied());
+            } else if let Some(t) = s.team_id {
                 people.extend(teams.get(&t).into_iter().flatten().copied());
             }
             (s.id, people)
@@ -465,10 +561,14 @@ pub async fn create_shift(
         note: Set(req.note),
         created_at: Set(now),
         updated_at: Set(now),
+        team_frozen_at: Set(None),
     }
     .insert(&txn)
     .await?;
     set_named(&txn, model.id, &members).await?;
+    if let Some(team) = model.team_id {
+        freeze_team_members(&txn, &[team], now).await?;
+    }
     txn.commit().await?;
     state.rosters_changed();
     Ok((
@@ -554,6 +654,7 @@ pub async fn patch_shift(
     }
     errors.finish()?;
     let txn = state.db.begin().await?;
+    let team_changed = current.team_id != team_id;
     let mut active = current.into_active_model();
     if let Some(p) = req.post_id {
         active.post_id = Set(p);
@@ -561,6 +662,14 @@ pub async fn patch_shift(
     active.starts_at = Set(starts_at);
     active.ends_at = Set(ends_at);
     active.team_id = Set(team_id);
+    if team_changed {
+        // Another team: its people are recorded afresh below, if the shift has begun.
+        active.team_frozen_at = Set(None);
+        shift_team_member::Entity::delete_many()
+            .filter(shift_team_member::Column::ShiftId.eq(id))
+            .exec(&txn)
+            .await?;
+    }
     if let Some(m) = req.min_headcount {
         active.min_headcount = Set(m);
     }
@@ -568,9 +677,15 @@ pub async fn patch_shift(
         active.note = Set(n);
     }
     active.updated_at = Set(Utc::now());
-    let updated = active.update(&txn).await?;
+    let mut updated = active.update(&txn).await?;
     if let Some(m) = &members {
         set_named(&txn, id, m).await?;
+    }
+    if let Some(team) = updated.team_id {
+        freeze_team_members(&txn, &[team], Utc::now()).await?;
+        if let Some(s) = shift::Entity::find_by_id(id).one(&txn).await? {
+            updated = s;
+        }
     }
     // Figures stored for the shift as it was are out of date (a roster corrected after
     // the shift ended is the usual case).

@@ -190,6 +190,8 @@ async fn set_members<C: ConnectionTrait>(
     team_id: Uuid,
     member_ids: &[Uuid],
 ) -> ApiResult<()> {
+    // The team's begun shifts keep the people they began with.
+    crate::routes::shifts::freeze_team_members(db, &[team_id], Utc::now()).await?;
     team_member::Entity::delete_many()
         .filter(team_member::Column::TeamId.eq(team_id))
         .exec(db)

@@ -28,6 +28,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub ack_note: Option<String>,
     pub resolved_at: Option<DateTimeUtc>,
+    /// Why it closed (see `AlertOut::resolution`).
+    pub resolution: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

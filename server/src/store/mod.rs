@@ -14,6 +14,7 @@ pub mod session;
 pub mod shift;
 pub mod shift_coverage;
 pub mod shift_member;
+pub mod shift_team_member;
 pub mod team;
 pub mod team_member;
 pub mod unit;

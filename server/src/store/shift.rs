@@ -16,6 +16,9 @@ pub struct Model {
     pub note: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// When the team's members were recorded in `shift_team_members` (see
+    /// [`super::shift_team_member`]); `None` while the team's members now stand for them.
+    pub team_frozen_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
