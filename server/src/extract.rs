@@ -240,16 +240,70 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize::<_, T>(de)
-            .map(ApiQuery)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                let message = err.into_inner().to_string();
-                ApiError::field(field_of(&path, &message), message)
-            })
+        let mut query = std::borrow::Cow::Borrowed(parts.uri.query().unwrap_or(""));
+        loop {
+            let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+            let err = match serde_path_to_error::deserialize::<_, T>(de) {
+                Ok(value) => return Ok(ApiQuery(value)),
+                Err(err) => err,
+            };
+            let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            let field = field_of(&path, &message);
+            // `?from=...T08:00:00+08:00` sent unencoded: the offset's `+` arrives as a
+            // space. A value that fails as it is but reads as a time with that `+` back can
+            // have meant nothing else. Each retry encodes one more `+`, so this ends.
+            if let Some(restored) = time_plus_restored(&query, &field) {
+                query = std::borrow::Cow::Owned(restored);
+                continue;
+            }
+            let message = if raw_values(&query, &field).any(|v| v.contains('+')) {
+                format!(
+                    "{message}; a `+` in a query string stands for a space: write the `+` of a \
+                     time zone offset as `%2B` (`T08:00:00%2B08:00`)"
+                )
+            } else {
+                message
+            };
+            return Err(ApiError::field(field, message));
+        }
     }
+}
+
+/// The still-encoded values of a query parameter.
+fn raw_values<'a>(query: &'a str, field: &'a str) -> impl Iterator<Item = &'a str> {
+    query.split('&').filter_map(move |segment| {
+        let (_, value) = segment.split_once('=')?;
+        let (decoded, _) = form_urlencoded::parse(segment.as_bytes()).next()?;
+        (decoded == field).then_some(value)
+    })
+}
+
+/// The query with the last `+` of `field`'s values encoded as `%2B` where that turns a
+/// value into an RFC 3339 time; `None` when no value changes.
+fn time_plus_restored(query: &str, field: &str) -> Option<String> {
+    let mut changed = false;
+    let segments: Vec<String> = query
+        .split('&')
+        .map(|segment| {
+            let restored = segment.split_once('=').and_then(|(key, value)| {
+                let (decoded, _) = form_urlencoded::parse(segment.as_bytes()).next()?;
+                let plus = value.rfind('+')?;
+                if decoded != field {
+                    return None;
+                }
+                let value = format!("{}%2B{}", &value[..plus], &value[plus + 1..]);
+                let pair = format!("t={value}");
+                let (_, time) = form_urlencoded::parse(pair.as_bytes()).next()?;
+                time.parse::<chrono::DateTime<chrono::FixedOffset>>()
+                    .ok()
+                    .map(|_| format!("{key}={value}"))
+            });
+            changed |= restored.is_some();
+            restored.unwrap_or_else(|| segment.to_owned())
+        })
+        .collect();
+    changed.then(|| segments.join("&"))
 }
 
 #[cfg(test)]
@@ -307,6 +361,25 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(json).unwrap();
             assert_eq!(nul_field(&value).as_deref(), want, "{json}");
         }
+    }
+
+    #[test]
+    fn an_unencoded_offset_plus_is_restored_only_where_it_makes_a_time() {
+        let q = "from=2026-12-07T08:00:00+08:00&to=2026-12-08T08:00:00+08:00&note=a+b";
+        assert_eq!(
+            time_plus_restored(q, "from").as_deref(),
+            Some("from=2026-12-07T08:00:00%2B08:00&to=2026-12-08T08:00:00+08:00&note=a+b")
+        );
+        assert_eq!(time_plus_restored(q, "note"), None);
+        assert_eq!(time_plus_restored("from=tomorrow+8", "from"), None);
+        assert_eq!(
+            time_plus_restored("from=2026-12-07+08:00:00+0800", "from").as_deref(),
+            Some("from=2026-12-07+08:00:00%2B0800")
+        );
+        assert_eq!(
+            time_plus_restored("from=2026-12-07T08:00:00%2B08:00", "from"),
+            None
+        );
     }
 
     #[test]

@@ -186,6 +186,75 @@ async fn validation_problems_name_each_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unencoded_plus_in_a_query_time_is_read_as_the_offset_or_explained() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let admin = &org.admin;
+    let post = s
+        .post(
+            "/api/v1/posts",
+            admin,
+            json!({"code": "K-PLUS", "name": "Kiosk", "kind": "kiosk", "unit_id": org.street1,
+                   "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
+        )
+        .await;
+    let post = api_tests::id(&post);
+    // 08:30-10:00 in UTC+8: inside 08:00-09:00+08:00, not inside 08:00-09:00 in UTC-8 or UTC.
+    let shift = s
+        .post(
+            "/api/v1/shifts",
+            admin,
+            json!({"post_id": post, "starts_at": "2026-12-07T00:30:00Z", "ends_at": "2026-12-07T02:00:00Z",
+                   "member_ids": [org.members["officer1"]]}),
+        )
+        .await;
+    let shift = api_tests::id(&shift).to_string();
+
+    // Typed into curl or a browser as is, the offset's `+` arrives as a space.
+    for window in [
+        "from=2026-12-07T08:00:00+08:00&to=2026-12-07T09:00:00+08:00",
+        "from=2026-12-07T08:00:00%2B08:00&to=2026-12-07T09:00:00+0800",
+        "from=2026-12-07+08:00:00+08:00&to=2026-12-07T01:00:00Z",
+    ] {
+        let a = s.get(&format!("/api/v1/shifts?{window}"), admin).await;
+        assert_eq!(a.status, StatusCode::OK, "{window}: {a:#?}");
+        assert_eq!(a.body["items"][0]["id"], shift.as_str(), "{window}: {a:#?}");
+    }
+    let a = s
+        .get(
+            "/api/v1/shifts?from=2026-12-07T08:00:00-08:00&to=2026-12-07T09:00:00-08:00",
+            admin,
+        )
+        .await;
+    assert_eq!(a.body["items"], json!([]), "{a:#?}");
+
+    // What still is no time says how to write the `+`, naming the field.
+    for (window, field) in [
+        ("from=2026-12-07T08:00:00+8&to=2026-12-07T09:00:00Z", "from"),
+        ("from=2026-12-07T08:00:00Z&to=2026-12-07T09:00:00+8h", "to"),
+    ] {
+        let a = s.get(&format!("/api/v1/shifts?{window}"), admin).await;
+        a.assert_problem(422, "validation_failed");
+        assert_eq!(a.body["errors"][0]["field"], field, "{a:#?}");
+        let detail = a.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("{field}: ")) && detail.contains("%2B"),
+            "{a:#?}"
+        );
+    }
+    // No hint where no `+` was sent.
+    let a = s
+        .get(
+            "/api/v1/shifts?from=yesterday&to=2026-12-07T09:00:00Z",
+            admin,
+        )
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "from");
+    assert!(!a.text.contains("%2B"), "{a:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_and_missing_records_are_problems() {
     let s = TestServer::start().await;
     let org = Org::create(&s).await;

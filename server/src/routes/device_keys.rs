@@ -1,20 +1,25 @@
-//! Device keys: what an admin issues so that a stock Traccar Client or OsmAnd app can
-//! report a member's positions to `/osmand`.
+//! Device keys: what an admin, or a commander for the members of their subtree, issues so
+//! that a stock Traccar Client or OsmAnd app can report a member's positions to `/osmand`.
 
 use axum::{extract::State, http::StatusCode};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    sea_query::Query,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    auth::{AuthUser, Role},
+    auth::{AuthUser, Scope},
     error::{ApiError, ApiResult, Violations},
-    extract::{ApiJson, ApiPath},
+    extract::{ApiJson, ApiPath, ApiQuery},
+    pagination::{Page, PageRequest},
+    routes::members::{member_in_scope, member_scope_condition},
     state::AppState,
     store::{device_key, member},
     validate,
@@ -22,6 +27,7 @@ use crate::{
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_all_device_keys))
         .routes(routes!(list_device_keys, issue_device_key))
         .routes(routes!(revoke_device_key))
 }
@@ -77,36 +83,109 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-async fn member_for_admin(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<member::Model> {
-    if user.role != Role::Admin {
-        return Err(ApiError::forbidden("only an admin manages device keys"));
-    }
-    member::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no member {id}")))
+/// A member whose keys the caller manages: 403 for officers and volunteers, 404 for a
+/// member outside a commander's subtree (as for every scoped record).
+async fn managed_member(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<member::Model> {
+    user.require_manager()?;
+    member_in_scope(state, user, id).await
 }
 
-/// A member's device keys (admins only).
+/// Filters and paging of `GET /device-keys`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceKeyQuery {
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Only this member's keys.
+    pub member_id: Option<Uuid>,
+    /// Only keys still in use (`true`) or only revoked ones (`false`).
+    pub active: Option<bool>,
+}
+
+/// Paging and the `active` filter of `GET /members/{id}/device-keys`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MemberDeviceKeyQuery {
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Only keys still in use (`true`) or only revoked ones (`false`).
+    pub active: Option<bool>,
+}
+
+/// One page of keys, oldest first.
+async fn key_page(
+    state: &AppState,
+    mut query: Select<device_key::Entity>,
+    page: PageRequest,
+    active: Option<bool>,
+) -> ApiResult<Page<DeviceKey>> {
+    query = query.order_by_asc(device_key::Column::Id);
+    if let Some(after) = page.after {
+        query = query.filter(device_key::Column::Id.gt(after));
+    }
+    match active {
+        Some(true) => query = query.filter(device_key::Column::RevokedAt.is_null()),
+        Some(false) => query = query.filter(device_key::Column::RevokedAt.is_not_null()),
+        None => {}
+    }
+    let rows = query.limit(page.fetch()).all(&state.db).await?;
+    Ok(page.finish(rows, |k| k.id, to_key))
+}
+
+/// The device keys of the members the caller manages (admins: everyone's; commanders:
+/// their subtree's).
+#[utoipa::path(get, path = "/device-keys", tag = "checkins", security(("bearer" = [])), params(DeviceKeyQuery),
+    responses((status = 200, description = "A page of keys, without the keys themselves", body = Page<DeviceKey>)))]
+pub async fn list_all_device_keys(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<DeviceKeyQuery>,
+) -> ApiResult<axum::Json<Page<DeviceKey>>> {
+    user.require_manager()?;
+    let page = PageRequest::from_query(q.limit, q.cursor.as_deref())?;
+    let mut query = device_key::Entity::find();
+    if let Some(id) = q.member_id {
+        managed_member(&state, &user, id).await?;
+        query = query.filter(device_key::Column::MemberId.eq(id));
+    } else {
+        let scope = user.scope_prefix();
+        if scope != Scope::All {
+            query = query.filter(
+                device_key::Column::MemberId.in_subquery(
+                    Query::select()
+                        .column(member::Column::Id)
+                        .from(member::Entity)
+                        .cond_where(member_scope_condition(&scope))
+                        .to_owned(),
+                ),
+            );
+        }
+    }
+    Ok(axum::Json(key_page(&state, query, page, q.active).await?))
+}
+
+/// A member's device keys (admins; commanders within their subtree).
 #[utoipa::path(get, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Member id")),
-    responses((status = 200, description = "The keys, without the keys themselves", body = Vec<DeviceKey>)))]
+    params(("id" = Uuid, Path, description = "Member id"), MemberDeviceKeyQuery),
+    responses((status = 200, description = "A page of keys, without the keys themselves", body = Page<DeviceKey>)))]
 pub async fn list_device_keys(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<axum::Json<Vec<DeviceKey>>> {
-    member_for_admin(&state, &user, id).await?;
-    let keys = device_key::Entity::find()
-        .filter(device_key::Column::MemberId.eq(id))
-        .order_by_asc(device_key::Column::Id)
-        .all(&state.db)
-        .await?;
-    Ok(axum::Json(keys.into_iter().map(to_key).collect()))
+    ApiQuery(q): ApiQuery<MemberDeviceKeyQuery>,
+) -> ApiResult<axum::Json<Page<DeviceKey>>> {
+    managed_member(&state, &user, id).await?;
+    let page = PageRequest::from_query(q.limit, q.cursor.as_deref())?;
+    let query = device_key::Entity::find().filter(device_key::Column::MemberId.eq(id));
+    Ok(axum::Json(key_page(&state, query, page, q.active).await?))
 }
 
-/// Issues a device key for a member (admins only). The key is in this answer and nowhere
-/// else: only its hash is stored.
+/// Issues a device key for a member (admins; commanders within their subtree). The key
+/// is in this answer and nowhere else: only its hash is stored.
 #[utoipa::path(post, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id")), request_body = IssueDeviceKey,
     responses((status = 201, description = "The key, shown once", body = IssuedDeviceKey)))]
@@ -116,7 +195,7 @@ pub async fn issue_device_key(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<IssueDeviceKey>,
 ) -> ApiResult<(StatusCode, axum::Json<IssuedDeviceKey>)> {
-    let m = member_for_admin(&state, &user, id).await?;
+    let m = managed_member(&state, &user, id).await?;
     let mut errors = Violations::new();
     if let Some(label) = &req.label {
         validate::name(&mut errors, "label", label);
@@ -151,7 +230,8 @@ pub async fn issue_device_key(
     ))
 }
 
-/// Revokes a device key (admins only); the app's reports then get 401.
+/// Revokes a device key (admins; commanders within their subtree); the app's reports then
+/// get 401.
 #[utoipa::path(delete, path = "/members/{id}/device-keys/{key_id}", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id"), ("key_id" = Uuid, Path, description = "Key id")),
     responses((status = 204, description = "Revoked")))]
@@ -160,7 +240,7 @@ pub async fn revoke_device_key(
     user: AuthUser,
     ApiPath((id, key_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    member_for_admin(&state, &user, id).await?;
+    managed_member(&state, &user, id).await?;
     let key = device_key::Entity::find_by_id(key_id)
         .filter(device_key::Column::MemberId.eq(id))
         .one(&state.db)
