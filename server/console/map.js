@@ -402,7 +402,12 @@ export class MapView {
         `${pieces.length} route pieces (${covered} covered, ${pieces.length - covered} not); `
         + `posts and areas: ${count('met')} met, ${count('partial')} partial, ${count('missed')} missed, `
         + `${count('pending')} pending, ${count('unrostered')} not rostered.`;
-      message.textContent = `Coverage from ${fmtTime(from)} to ${fmtTime(to)}.`;
+      // The figures are per whole shift (the server does not clip them to the span): say
+      // so, and which time they cover.
+      const starts = features.map((f) => f.properties.shifts_from).filter(Boolean).sort();
+      const ends = features.map((f) => f.properties.shifts_to).filter(Boolean).sort();
+      message.textContent = `Figures of the shifts overlapping ${fmtTime(from)} to ${fmtTime(to)}, each whole`
+        + (starts.length ? ` (together ${fmtTime(starts[0])} to ${fmtTime(ends[ends.length - 1])}).` : '.');
       fill(document.getElementById('feature-body'),
         el('p', { class: 'muted' }, 'Click a route, post or area for its figures and shifts.'));
       document.getElementById('map').dataset.loaded = iso(from) + '/' + iso(to);
@@ -423,6 +428,7 @@ export class MapView {
     const rows = [
       ['Post', `${p.post_code} (${KIND_NAME[kind] || kind})`],
       ['Status over the span', p.status],
+      ['Figures of', p.shifts_from ? `whole shifts, ${fmtTime(p.shifts_from)} to ${fmtTime(p.shifts_to)}` : 'no shifts'],
     ];
     if (kind === 'route') {
       rows.push(['This stretch', `${Math.round(p.from_m)}–${Math.round(p.to_m)} m, ${p.covered ? 'covered' : 'not covered'}`]);

@@ -3,7 +3,9 @@
 // each downloadable as CSV.
 
 import * as api from './api.js';
-import { csvField, el, fill, fmtTime, iso, monthBounds, pct, saveBlob } from './util.js';
+import {
+  csvField, el, fill, fmtTime, fmtTimeSeconds, getZone, iso, monthBounds, pct, saveBlob,
+} from './util.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +28,7 @@ export class ComplianceView {
     this.month = null;
     this.level = null;
     this.gaps = [];
+    this.upcoming = [];
     this.seq = 0;
     $('ranking-csv').addEventListener('click', () => this.guard(() =>
       downloadCsv(`/reports/compliance?month=${this.month}&level=${this.level}&format=csv`,
@@ -94,36 +97,59 @@ export class ComplianceView {
       }));
   }
 
+  /**
+   * Past gaps in the table, as the ranking counts them; time after now not rostered yet
+   * (the server splits gaps at now) only as a total beside it.
+   */
   rosterGaps(report) {
-    this.gaps = report.items;
+    const hours = (g) => (new Date(g.to) - new Date(g.from)) / 3600000;
+    this.gaps = report.items.filter((g) => !g.upcoming);
+    this.upcoming = report.items.filter((g) => g.upcoming);
+    const posts = [...new Set(this.upcoming.map((g) => g.post_code))];
+    $('gaps-upcoming').textContent = posts.length
+      ? `Not rostered yet, after now: ${this.upcoming.reduce((a, g) => a + hours(g), 0).toFixed(1)} hours `
+        + `on ${posts.length} post${posts.length === 1 ? '' : 's'} (${posts.slice(0, 8).join(', ')}`
+        + `${posts.length > 8 ? `, and ${posts.length - 8} more` : ''}); not counted as gaps.`
+      : '';
     table($('gaps'),
       ['Post', 'From', 'To', 'Hours', 'Rostered', 'Required'],
       this.gaps.map((g) => el('tr', { dataset: { postCode: g.post_code } },
         el('th', { scope: 'row' }, g.post_code),
         el('td', {}, fmtTime(g.from)),
         el('td', {}, fmtTime(g.to)),
-        el('td', { class: 'num' }, ((new Date(g.to) - new Date(g.from)) / 3600000).toFixed(1)),
+        el('td', { class: 'num' }, hours(g).toFixed(1)),
         el('td', { class: 'num' }, g.rostered),
         el('td', { class: 'num' }, g.required))));
   }
 
-  /** The gaps endpoint answers JSON only: the CSV is made here from what is shown. */
+  /**
+   * The gaps endpoint answers JSON only: the CSV is made here, in the table's time zone
+   * (named in the header): the past gaps shown, then the time not rostered yet.
+   */
   gapsCsv() {
-    const lines = ['post_id,post_code,from,to,rostered,required'];
-    for (const g of this.gaps) {
-      lines.push([g.post_id, g.post_code, g.from, g.to, g.rostered, g.required].map(csvField).join(','));
+    const zone = getZone();
+    const lines = [['post_id', 'post_code', `from (${zone})`, `to (${zone})`, 'rostered', 'required', 'upcoming']
+      .map(csvField).join(',')];
+    for (const g of [...this.gaps, ...this.upcoming]) {
+      lines.push([g.post_id, g.post_code, fmtTimeSeconds(g.from), fmtTimeSeconds(g.to), g.rostered, g.required,
+        Boolean(g.upcoming)].map(csvField).join(','));
     }
     saveBlob(new Blob([`${lines.join('\n')}\n`], { type: 'text/csv' }), `roster-gaps-${this.month}.csv`);
   }
 
   volunteers(report) {
+    // The goal is the district's; below the district the server gives none.
+    const goal = report.goal === null || report.goal === undefined
+      ? ' (the goal is set for the whole district only)'
+      : ` of the goal of ${report.goal.toLocaleString('en')} (${pct(report.share_of_goal)})`;
     $('volunteers-summary').textContent =
-      `${report.total_volunteers.toLocaleString('en')} volunteers of the goal of ${report.goal.toLocaleString('en')} `
-      + `(${pct(report.share_of_goal)}); ${report.below_standard} of ${report.items.length} squads below their standard.`;
+      `${report.total_volunteers.toLocaleString('en')} volunteers${goal}; `
+      + `${report.below_standard} of ${report.items.length} squads below their standard.`;
     table($('volunteers'),
-      ['Squad', 'Unit kind', 'Active members', 'Standard', ''],
+      ['Squad', 'Unit', 'Unit kind', 'Active members', 'Standard', ''],
       report.items.map((s) => el('tr', { class: s.below_standard ? 'below' : '', dataset: { teamCode: s.team_code } },
         el('th', { scope: 'row' }, `${s.team_code} `, el('span', { class: 'muted' }, s.team_name)),
+        el('td', {}, `${s.unit_code} `, el('span', { class: 'muted' }, s.unit_name)),
         el('td', {}, s.unit_kind.replace('_', ' ')),
         el('td', { class: 'num' }, s.active_members),
         el('td', { class: 'num' }, s.standard),

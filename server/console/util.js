@@ -102,6 +102,12 @@ export function fmtTime(value) {
   return `${p.year}-${pad(p.month)}-${pad(p.day)} ${pad(p.hour)}:${pad(p.minute)}`;
 }
 
+/** `YYYY-MM-DD HH:MM:SS` in the zone, for files. */
+export function fmtTimeSeconds(value) {
+  const p = localParts(new Date(value));
+  return `${p.year}-${pad(p.month)}-${pad(p.day)} ${pad(p.hour)}:${pad(p.minute)}:${pad(p.second)}`;
+}
+
 /** `HH:MM:SS` in the zone. */
 export function fmtClock(value) {
   const p = localParts(new Date(value));

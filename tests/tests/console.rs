@@ -927,6 +927,21 @@ async fn map_and_compliance_show_the_planted_failures() {
         )
         .await;
     let drawn = drawn.as_array().unwrap();
+    // The caption says the figures are of whole shifts, not of the span alone.
+    let caption = browser
+        .js(
+            "return document.getElementById('map-message').textContent",
+            vec![],
+        )
+        .await;
+    assert!(
+        caption.as_str().unwrap().starts_with(&format!(
+            "Figures of the shifts overlapping {} to {}, each whole",
+            local(half.from).replace('T', " "),
+            local(half.to).replace('T', " ")
+        )),
+        "{caption}"
+    );
     let routes: Vec<&Value> = drawn.iter().filter(|d| d["kind"] == "route").collect();
     assert_eq!(routes.len(), pieces.len(), "one path per route piece");
     assert_eq!(
@@ -1112,6 +1127,87 @@ async fn map_and_compliance_show_the_planted_failures() {
         gaps.as_array().unwrap().contains(&json!("C03")),
         "the planted roster gap: {gaps}"
     );
+    // The table lists past gaps only, as the ranking counts them; what is not rostered yet
+    // is said apart, and the CSV has both in the table's local time, the zone named.
+    let asked = s
+        .get(
+            &format!(
+                "/api/v1/rosters/gaps?from={}&to={}",
+                ts(month_start(&month, tz)),
+                ts(month_start(&next_month(&month), tz))
+            ),
+            &admin,
+        )
+        .await
+        .body;
+    let all = asked["items"].as_array().unwrap();
+    let past = all.iter().filter(|g| g["upcoming"] == false).count();
+    let upcoming = all.len() - past;
+    assert_eq!(
+        gaps.as_array().unwrap().len(),
+        past,
+        "past gaps only: {gaps}"
+    );
+    let note = browser
+        .js(
+            "return document.getElementById('gaps-upcoming').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        note.as_str()
+            .unwrap()
+            .starts_with("Not rostered yet, after now:"),
+        upcoming > 0,
+        "{note}"
+    );
+    browser
+        .client
+        .find(Locator::Id("gaps-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let file = browser
+        .downloads
+        .path()
+        .join(format!("roster-gaps-{month}.csv"));
+    browser
+        .until("the gaps' CSV", Duration::from_secs(10), || async {
+            file.is_file()
+        })
+        .await;
+    let gaps_csv = std::fs::read_to_string(&file).unwrap();
+    let mut lines = gaps_csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "post_id,post_code,from (Asia/Shanghai),to (Asia/Shanghai),rostered,required,upcoming"
+        )
+    );
+    let first = all.iter().find(|g| g["upcoming"] == false).unwrap();
+    let local_s = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let row = lines
+        .find(|l| l.starts_with(first["post_id"].as_str().unwrap()))
+        .unwrap();
+    assert!(
+        row.contains(&format!(
+            ",{},{},",
+            local_s(&first["from"]),
+            local_s(&first["to"])
+        )),
+        "{row} for {first}"
+    );
+    assert_eq!(gaps_csv.lines().count(), all.len() + 1, "{gaps_csv}");
     let squads = browser
         .js(
             "return document.querySelectorAll('#volunteers tbody tr').length",
@@ -1141,6 +1237,27 @@ async fn map_and_compliance_show_the_planted_failures() {
     assert!(csv.starts_with("rank,unit_id,unit_code,"), "{csv}");
     assert_eq!(csv.lines().count(), listed_len(&ranking) + 1);
     browser.close().await;
+}
+
+/// Local midnight starting a `YYYY-MM` month.
+fn month_start(month: &str, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let day = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").unwrap();
+    tz.from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The month after a `YYYY-MM` month.
+fn next_month(month: &str) -> String {
+    let (y, m) = month.split_once('-').unwrap();
+    let (y, m): (i32, u32) = (y.parse().unwrap(), m.parse().unwrap());
+    if m == 12 {
+        format!("{}-01", y + 1)
+    } else {
+        format!("{y}-{:02}", m + 1)
+    }
 }
 
 fn listed_len(ranking: &Value) -> usize {

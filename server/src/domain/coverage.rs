@@ -1015,10 +1015,10 @@ fn route_figures(
     let length_m = shape.length_m;
     // The measure of the union itself, not the length minus the stretches: a route that is
     // only touched at a point must come out as exactly 0, not as a rounding residue.
+    // Folded from +0.0: the empty `Sum` of f64 is -0.0, which would come out as `-0.0`.
     let covered_m = intervals
         .iter()
-        .map(|(lo, hi)| hi - lo)
-        .sum::<f64>()
+        .fold(0.0, |sum, (lo, hi)| sum + (hi - lo))
         .clamp(0.0, length_m);
     let covered_fraction = if length_m > 0.0 {
         covered_m / length_m

@@ -25,7 +25,7 @@ use crate::{
     error::{ApiError, ApiResult, Violations},
     extract::ApiQuery,
     routes::{
-        posts::post_scope_condition,
+        posts::{post_in_scope, post_scope_condition},
         shifts::{MAX_LIST_SPAN, check_window, overlapping, people_on},
         units::unit_in_scope,
     },
@@ -40,17 +40,20 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(status_now))
 }
 
-/// Span and filters of `GET /coverage` and `GET /coverage/map`.
+/// Span and filters of `GET /coverage` and `GET /coverage/map`. Both answer the whole span
+/// in one response and in JSON only: any other parameter (`limit`, `cursor`, `format`, …)
+/// is refused with 422 naming it rather than silently ignored.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct CoverageQuery {
     /// Shifts that end after this instant (RFC 3339; write `+` as `%2B`).
     pub from: DateTime<Utc>,
     /// Shifts that start before this instant; at most 62 days after `from`.
     pub to: DateTime<Utc>,
-    /// Only this post.
+    /// Only this post (404 when the caller may not see it, as for `unit_id`).
     pub post_id: Option<Uuid>,
-    /// Only posts of this unit and the units under it.
+    /// Only posts of this unit and the units under it (404 when the caller may not see it).
     pub unit_id: Option<Uuid>,
     /// Only posts of this kind.
     pub kind: Option<PostKind>,
@@ -92,7 +95,8 @@ pub struct ShiftCoverageOut {
 /// Shift counts by status, and the duty-time-weighted share of shifts met.
 #[derive(Serialize, ToSchema, Default, Clone)]
 pub struct Tally {
-    /// Shifts.
+    /// Finished shifts (`met + partial + missed`), as `shifts` counts in
+    /// `GET /reports/compliance`; shifts not ended yet are in `pending` only.
     pub shifts: u32,
     /// Met.
     pub met: u32,
@@ -110,7 +114,9 @@ pub struct Tally {
 
 impl Tally {
     fn add(&mut self, status: Status, hours: f64) {
-        self.shifts += 1;
+        if status != Status::Pending {
+            self.shifts += 1;
+        }
         match status {
             Status::Met => self.met += 1,
             Status::Partial => self.partial += 1,
@@ -177,6 +183,8 @@ async fn posts_query(
         .filter(post_scope_condition(&user.scope_prefix()))
         .order_by_asc(post::Column::Code);
     if let Some(p) = post_id {
+        // A post out of scope is a 404, as a unit out of scope is, not an empty answer.
+        post_in_scope(state, user, p).await?;
         q = q.filter(post::Column::Id.eq(p));
     }
     if let Some(u) = unit_id {
@@ -278,6 +286,12 @@ fn hours(s: &shift::Model) -> f64 {
 /// The coverage figures of every shift overlapping a span (product rule §3), with a
 /// summary per post and overall. Finished shifts are read from stored figures, kept up to
 /// date as late fixes arrive; running shifts are computed from their fixes so far.
+///
+/// Each shift's figures are of the whole shift, however little of it overlaps the span.
+/// The tallies' `shifts` counts finished shifts only (`met + partial + missed`), as the
+/// compliance report does; running ones are counted in `pending`. The whole span is
+/// answered at once and as JSON only: `limit`, `cursor`, `format` or any other parameter
+/// not listed is refused with 422 naming it.
 #[utoipa::path(get, path = "/coverage", tag = "coverage", security(("bearer" = [])), params(CoverageQuery),
     responses((status = 200, description = "Coverage", body = CoverageReport)))]
 pub async fn get_coverage(
@@ -424,13 +438,19 @@ fn intersect(a: &[[f64; 2]], b: &[[f64; 2]]) -> Vec<[f64; 2]> {
     out
 }
 
-/// The coverage of a span as a GeoJSON FeatureCollection for a map: each route split into
-/// covered and uncovered LineStrings (a stretch is covered when any shift of the span
-/// covered it), each checkpoint, kiosk and area with its figures and a status for the span
-/// (the worst of its shifts; `unrostered` without shifts). Properties carry `stroke`,
-/// `fill` and `marker-color` so a plain GeoJSON viewer colours them.
+/// The coverage of the shifts overlapping a span as a GeoJSON FeatureCollection for a map:
+/// each route split into covered and uncovered LineStrings (a stretch is covered when any
+/// of those shifts covered it), each checkpoint, kiosk and area with its figures and a
+/// status (the worst of its shifts; `unrostered` without shifts). Properties carry
+/// `stroke`, `fill` and `marker-color` so a plain GeoJSON viewer colours them.
+///
+/// The figures are those of each overlapping shift whole, not clipped to the span: a span
+/// of 02:00–04:00 inside a 00:00–08:00 shift shows the whole eight hours. The collection
+/// says so in `figures` (`"whole_shifts"`), with the span asked for (`from`, `to`), and
+/// each feature names the time its figures cover (`shifts_from`, `shifts_to`: the earliest
+/// start and latest end of its shifts, null without shifts).
 #[utoipa::path(get, path = "/coverage/map", tag = "coverage", security(("bearer" = [])), params(CoverageQuery),
-    responses((status = 200, description = "A FeatureCollection", body = Object, content_type = "application/geo+json")))]
+    responses((status = 200, description = "A FeatureCollection with `figures: \"whole_shifts\"`, `from` and `to`; each feature's `shifts_from` and `shifts_to` are the time its figures cover", body = Object, content_type = "application/geo+json")))]
 pub async fn coverage_map(
     State(state): State<AppState>,
     user: AuthUser,
@@ -452,6 +472,8 @@ pub async fn coverage_map(
         let shifts = by_post.remove(&p.id).unwrap_or_default();
         let status = shifts.iter().fold(None, |acc, (_, c)| worse(acc, c.status));
         let shift_ids: Vec<Uuid> = shifts.iter().map(|(s, _)| s.id).collect();
+        let shifts_from = shifts.iter().map(|(s, _)| s.starts_at).min();
+        let shifts_to = shifts.iter().map(|(s, _)| s.ends_at).max();
         if kind == PostKind::Route {
             let Some(prepared) = state.prepared_posts_get(p) else {
                 continue;
@@ -478,6 +500,7 @@ pub async fn coverage_map(
                     "properties": {
                         "post_id": p.id, "post_code": p.code, "kind": "route", "covered": covered,
                         "from_m": span[0], "to_m": span[1], "status": status_name(status), "shift_ids": shift_ids,
+                        "shifts_from": shifts_from, "shifts_to": shifts_to,
                         "stroke": if covered { "#2e7d32" } else { colour(piece_status) }, "stroke-width": 4,
                     }
                 }));
@@ -500,13 +523,17 @@ pub async fn coverage_map(
                 "geometry": geometry,
                 "properties": {
                     "post_id": p.id, "post_code": p.code, "kind": kind.as_str(), "status": status_name(status), "shift_ids": shift_ids,
+                    "shifts_from": shifts_from, "shifts_to": shifts_to,
                     "staffed_fraction": (total > 0.0).then(|| staffed / total), "present_fraction": (total > 0.0).then(|| present / total),
                     "marker-color": colour(status), "fill": colour(status), "fill-opacity": 0.35, "stroke": colour(status),
                 }
             }));
         }
     }
-    let body = json!({"type": "FeatureCollection", "features": features});
+    let body = json!({
+        "type": "FeatureCollection", "figures": "whole_shifts", "from": q.from, "to": q.to,
+        "features": features,
+    });
     Ok((
         [(header::CONTENT_TYPE, "application/geo+json")],
         axum::Json(body),

@@ -202,6 +202,10 @@ pub struct TrackQuery {
     pub format: Option<TrackFormat>,
 }
 
+/// The XML namespace of the GPX extensions of a track: the member's id on the track, and
+/// each point's `kind`, `accuracy_m` and one `flag` element per flag.
+pub const GPX_NS: &str = "urn:patrol:gpx:1";
+
 /// Output format of a track.
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -238,8 +242,11 @@ fn xml_escape(s: &str) -> String {
 
 /// A member's positions over a span (at most 7 days) in recorded order, as a GeoJSON
 /// Feature (a LineString, with the time and flags of each position in its properties) or
-/// as GPX. Officers and volunteers may read only their own; reading someone else's is
-/// audited.
+/// as GPX 1.1: the track named by the member's display name, each point carrying in its
+/// `<extensions>` (namespace `urn:patrol:gpx:1`, prefix `patrol`) its `kind`,
+/// `accuracy_m` and a `flag` element per flag (`mock_location`, `implausible_speed`, …),
+/// so flagged fixes stay evidence. Officers and volunteers may read only their own;
+/// reading someone else's is audited.
 #[utoipa::path(get, path = "/members/{id}/track", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id"), TrackQuery),
     responses(
@@ -281,12 +288,16 @@ pub async fn member_track(
     )
     .await?;
     if q.format == Some(TrackFormat::Gpx) {
-        let mut gpx = String::from(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"patrol\" xmlns=\"http://www.topografix.com/GPX/1/1\">\n",
+        let name = member::Entity::find_by_id(subject)
+            .one(&state.db)
+            .await?
+            .map_or_else(|| format!("member {subject}"), |m| m.display_name);
+        let mut gpx = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"patrol\" xmlns=\"http://www.topografix.com/GPX/1/1\" xmlns:patrol=\"{GPX_NS}\">\n"
         );
         gpx.push_str(&format!(
-            "  <trk>\n    <name>{}</name>\n    <trkseg>\n",
-            xml_escape(&format!("member {subject}"))
+            "  <trk>\n    <name>{}</name>\n    <extensions><patrol:member_id>{subject}</patrol:member_id></extensions>\n    <trkseg>\n",
+            xml_escape(&name)
         ));
         for f in &fixes {
             gpx.push_str(&format!(
@@ -297,9 +308,19 @@ pub async fn member_track(
                 gpx.push_str(&format!("<ele>{alt}</ele>"));
             }
             gpx.push_str(&format!(
-                "<time>{}</time></trkpt>\n",
+                "<time>{}</time>",
                 f.recorded_at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
             ));
+            // The evidence a plain GPX point cannot carry: a flagged fix never counts.
+            gpx.push_str(&format!(
+                "<extensions><patrol:kind>{}</patrol:kind><patrol:accuracy_m>{}</patrol:accuracy_m>",
+                xml_escape(&f.kind),
+                f.accuracy_m
+            ));
+            for flag in Flags(f.flags).names() {
+                gpx.push_str(&format!("<patrol:flag>{flag}</patrol:flag>"));
+            }
+            gpx.push_str("</extensions></trkpt>\n");
         }
         gpx.push_str("    </trkseg>\n  </trk>\n</gpx>\n");
         return Ok(([(header::CONTENT_TYPE, "application/gpx+xml")], gpx).into_response());

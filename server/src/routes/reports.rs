@@ -97,7 +97,8 @@ pub struct ComplianceRow {
     /// Hours of finished shifts met, over hours of finished shifts plus hours of roster
     /// gaps on round-the-clock posts (null without duty).
     pub score: Option<f64>,
-    /// Finished shifts.
+    /// Finished shifts (`met`, `partial` or `missed`), as `shifts` counts in `GET /coverage`;
+    /// shifts not ended by the time of asking are not counted.
     pub shifts: u32,
     /// Of which met.
     pub met: u32,
@@ -293,8 +294,16 @@ pub async fn compliance(
     ApiQuery(q): ApiQuery<ComplianceQuery>,
 ) -> ApiResult<Response> {
     user.require_manager()?;
+    // Exactly `YYYY-MM`: chrono alone would read `2026-1` as January.
+    let well_formed = q.month.len() == 7
+        && q.month.bytes().enumerate().all(|(i, b)| match i {
+            4 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
     let month = NaiveDate::parse_from_str(&format!("{}-01", q.month), "%Y-%m-%d")
-        .map_err(|_| ApiError::field("month", "must be YYYY-MM"))?;
+        .ok()
+        .filter(|_| well_formed)
+        .ok_or_else(|| ApiError::field("month", "must be YYYY-MM, e.g. 2026-01"))?;
     let level = q.level.unwrap_or_default();
     let all_units = unit::Entity::find()
         .order_by_asc(unit::Column::Code)
@@ -391,6 +400,10 @@ pub struct SquadRow {
     pub team_name: String,
     /// Its unit.
     pub unit_id: Uuid,
+    /// The unit's code.
+    pub unit_code: String,
+    /// The unit's name.
+    pub unit_name: String,
     /// The unit's kind.
     pub unit_kind: String,
     /// Active members.
@@ -410,10 +423,11 @@ pub struct VolunteerReport {
     pub below_standard: u32,
     /// Distinct active members of the squads in scope.
     pub total_volunteers: u32,
-    /// The programme's goal: 10,000.
-    pub goal: u32,
-    /// total_volunteers / goal.
-    pub share_of_goal: f64,
+    /// The programme's goal of 10,000, which is the district's: given at district scope (an
+    /// admin, or a commander of a district), null below it, where no goal is set.
+    pub goal: Option<u32>,
+    /// total_volunteers / goal; null without a goal.
+    pub share_of_goal: Option<f64>,
 }
 
 /// The district's goal of volunteers.
@@ -421,9 +435,14 @@ pub const VOLUNTEER_GOAL: u32 = 10_000;
 
 /// Every volunteer squad in scope with its active members against the standard (at least
 /// 15 per village or community squad, at least 5 per villager group or compound squad),
-/// and the total against the 10,000 goal.
+/// and the total; at district scope against the district's goal of 10,000, below it with
+/// `goal` and `share_of_goal` null (a street has no share of the district's goal).
+///
+/// The CSV has one row per squad, then an empty line and a summary table with its own
+/// header: `squads,below_standard,total_volunteers,goal,share_of_goal` (the goal fields
+/// empty without a goal).
 #[utoipa::path(get, path = "/reports/volunteers", tag = "reports", security(("bearer" = [])), params(VolunteerQuery),
-    responses((status = 200, description = "Squads (JSON, or CSV with format=csv)", body = VolunteerReport)))]
+    responses((status = 200, description = "Squads (JSON, or CSV with format=csv: the squads, an empty line, then the totals)", body = VolunteerReport)))]
 pub async fn volunteers(
     State(state): State<AppState>,
     user: AuthUser,
@@ -469,10 +488,8 @@ pub async fn volunteers(
             .map(|m| m.member_id)
             .collect();
         everyone.extend(members.iter().copied());
-        let unit_kind = units
-            .get(&t.unit_id)
-            .map(|u| u.kind.clone())
-            .unwrap_or_default();
+        let unit = units.get(&t.unit_id);
+        let unit_kind = unit.map(|u| u.kind.clone()).unwrap_or_default();
         let standard = if unit_kind == "village" || unit_kind == "community" {
             15
         } else {
@@ -483,6 +500,8 @@ pub async fn volunteers(
             team_code: t.code.clone(),
             team_name: t.name.clone(),
             unit_id: t.unit_id,
+            unit_code: unit.map(|u| u.code.clone()).unwrap_or_default(),
+            unit_name: unit.map(|u| u.name.clone()).unwrap_or_default(),
             unit_kind,
             active_members: members.len() as u32,
             standard,
@@ -490,30 +509,48 @@ pub async fn volunteers(
         });
     }
     let total = everyone.len() as u32;
+    // The goal is the district's: a street's or a community's share of it means nothing.
+    let district_scope = matches!(user.scope_prefix(), crate::auth::Scope::All)
+        || user
+            .unit_id
+            .and_then(|u| units.get(&u))
+            .is_some_and(|u| u.kind == "district");
+    let goal = district_scope.then_some(VOLUNTEER_GOAL);
     let report = VolunteerReport {
         below_standard: items.iter().filter(|i| i.below_standard).count() as u32,
         items,
         total_volunteers: total,
-        goal: VOLUNTEER_GOAL,
-        share_of_goal: f64::from(total) / f64::from(VOLUNTEER_GOAL),
+        goal,
+        share_of_goal: goal.map(|g| f64::from(total) / f64::from(g)),
     };
     if q.format == Some(Format::Csv) {
         let mut out = String::from(
-            "team_id,team_code,team_name,unit_id,unit_kind,active_members,standard,below_standard\n",
+            "team_id,team_code,team_name,unit_id,unit_code,unit_name,unit_kind,active_members,standard,below_standard\n",
         );
         for r in &report.items {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{}\n",
                 r.team_id,
                 csv_field(&r.team_code),
                 csv_field(&r.team_name),
                 r.unit_id,
+                csv_field(&r.unit_code),
+                csv_field(&r.unit_name),
                 r.unit_kind,
                 r.active_members,
                 r.standard,
                 r.below_standard
             ));
         }
+        out.push_str("\nsquads,below_standard,total_volunteers,goal,share_of_goal\n");
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            report.items.len(),
+            report.below_standard,
+            report.total_volunteers,
+            opt(report.goal),
+            opt(report.share_of_goal)
+        ));
         return Ok(csv("volunteers.csv", out));
     }
     Ok(axum::Json(report).into_response())

@@ -282,6 +282,10 @@ pub struct RosterGap {
     pub rostered: u32,
     /// People required (the post's `min_headcount`).
     pub required: u32,
+    /// The gap lies after the moment of asking: time not rostered yet, a planning task
+    /// rather than a failure. False for a past gap. A gap running through that moment is
+    /// answered as two, split at it.
+    pub upcoming: bool,
 }
 
 /// Roster gaps.
@@ -294,7 +298,9 @@ pub struct RosterGaps {
 /// For `24x7` posts the caller may see, every span in which fewer people are rostered
 /// than the post's `min_headcount` (a planning failure, apart from whether anyone came).
 /// The rostered headcount of a moment is the sum over the shifts covering it of the
-/// people on each (team members and named members, once each).
+/// people on each (team members and named members, once each). Gaps are split at the
+/// moment of asking: those before it (`upcoming: false`) went unrostered, those after it
+/// (`upcoming: true`) are not rostered yet; the compliance ranking counts past gaps only.
 #[utoipa::path(get, path = "/rosters/gaps", tag = "rosters", security(("bearer" = [])), params(GapQuery),
     responses((status = 200, description = "Gaps", body = RosterGaps)))]
 pub async fn gaps(
@@ -314,6 +320,7 @@ pub async fn gaps(
         posts_q = posts_q.filter(post::Column::Id.eq(p));
     }
     let posts = posts_q.all(&state.db).await?;
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
     let mut items = Vec::new();
     for chunk in posts.chunks(200) {
         let shifts = shift::Entity::find()
@@ -334,14 +341,22 @@ pub async fn gaps(
             let spans = by_post.remove(&p.id).unwrap_or_default();
             let required = p.min_headcount.max(0) as u32;
             for g in roster::roster_gaps(q.from, q.to, required, &spans) {
-                items.push(RosterGap {
-                    post_id: p.id,
-                    post_code: p.code.clone(),
-                    from: g.from,
-                    to: g.to,
-                    rostered: g.rostered,
-                    required: g.required,
-                });
+                let pieces = if g.from < now && now < g.to {
+                    vec![(g.from, now, false), (now, g.to, true)]
+                } else {
+                    vec![(g.from, g.to, g.from >= now)]
+                };
+                for (from, to, upcoming) in pieces {
+                    items.push(RosterGap {
+                        post_id: p.id,
+                        post_code: p.code.clone(),
+                        from,
+                        to,
+                        rostered: g.rostered,
+                        required: g.required,
+                        upcoming,
+                    });
+                }
             }
         }
     }
