@@ -204,7 +204,10 @@ export class Board {
         el('span', { class: 'muted' },
           [...new Set(m.shift_ids.map((s) => shiftPost.get(s)).filter(Boolean))].join(', ')),
         el('br'),
-        el('span', { class: 'muted' }, m.last_fix_at ? `last fix ${fmtTime(m.last_fix_at)}` : 'no fix recently')))
+        el('span', { class: 'muted' }, m.last_fix_at
+          ? `last fix ${fmtTime(m.last_fix_at)}${m.last_position
+            ? ` at ${m.last_position.lat.toFixed(5)}, ${m.last_position.lon.toFixed(5)}` : ''}`
+          : 'no fix in the last 48 hours')))
       : [el('li', { class: 'muted' }, 'Nobody on duty has gone silent.')]);
   }
 

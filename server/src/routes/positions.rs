@@ -54,7 +54,9 @@ pub struct CheckinQuery {
     pub cursor: Option<String>,
     /// Only this member's fixes (officers and volunteers: only their own).
     pub member_id: Option<Uuid>,
-    /// Only fixes naming this post.
+    /// Only fixes whose device named this post in its own `post_id`: what the phone
+    /// claimed, not where it was (Traccar Client and OsmAnd never name a post). What was
+    /// done at a post, every fix there counted or not, is `GET /coverage?post_id=`.
     pub post_id: Option<Uuid>,
     /// Recorded at or after.
     pub from: Option<DateTime<Utc>>,
