@@ -46,7 +46,7 @@ use crate::{
     events::{NewEvent, kind, post_status_data, unit_paths},
     routes::checkins::FixKind,
     routes::{
-        coverage::live_board,
+        coverage::{SilentLastFix, live_board},
         posts::Staffing,
         rosters::rostered_spans,
         shifts::{overlapping, people_on},
@@ -384,7 +384,7 @@ fn spoof_flag_values() -> Vec<i32> {
 async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
     let posts = post::Entity::find().all(&state.db).await?;
     let by_id: HashMap<Uuid, &post::Model> = posts.iter().map(|p| (p.id, p)).collect();
-    let live = live_board(state, &posts, now).await?;
+    let live = live_board(state, &posts, now, SilentLastFix::Read).await?;
     let present: HashMap<Uuid, u32> = live
         .board
         .posts
@@ -611,7 +611,7 @@ pub async fn watch_posts_once(state: &AppState) -> ApiResult<usize> {
     let _one = state.alerts.watching.lock().await;
     let now = Utc::now();
     let posts = post::Entity::find().all(&state.db).await?;
-    let live = live_board(state, &posts, now).await?;
+    let live = live_board(state, &posts, now, SilentLastFix::Skip).await?;
     let changed = if state.db.get_database_backend() == DbBackend::Postgres {
         let Some(txn) = locked(state, WATCHER_LOCK).await? else {
             return Ok(0);

@@ -646,6 +646,17 @@ pub fn at_post(
 /// Silent members whose last fix is read for the board, the first by id.
 const MAX_SILENT_LOOKUPS: usize = 1000;
 
+/// Whether [`live_board`] reads the last fix of each silent member (one query each): the
+/// board and the alerts need it; the post status watcher, which runs after every burst of
+/// check-ins and looks only at staffing, does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SilentLastFix {
+    /// Read it.
+    Read,
+    /// Leave it out.
+    Skip,
+}
+
 /// The stored flag values that leave a fix on the board.
 fn board_flag_values() -> Vec<i32> {
     (0..Flags::LIMIT)
@@ -676,6 +687,7 @@ pub async fn live_board(
     state: &AppState,
     posts: &[post::Model],
     now: DateTime<Utc>,
+    silent_last_fix: SilentLastFix,
 ) -> ApiResult<Live> {
     let settings = settings_of(state);
     let mut running = Vec::new();
@@ -787,7 +799,11 @@ pub async fn live_board(
     silent_ids.sort();
     // A silent member's last fix is older than the look-back by definition; it is what a
     // commander needs to send someone, so it is read for each (bounded in number).
-    for m in silent_ids.iter().take(MAX_SILENT_LOOKUPS) {
+    let lookups = match silent_last_fix {
+        SilentLastFix::Read => MAX_SILENT_LOOKUPS,
+        SilentLastFix::Skip => 0,
+    };
+    for m in silent_ids.iter().take(lookups) {
         if last_fix.contains_key(m) {
             continue;
         }
@@ -845,6 +861,8 @@ pub async fn status_now(
     user.require_manager()?;
     let posts = posts_for(&state, &user, None, None, None).await?;
     Ok(axum::Json(
-        live_board(&state, &posts, Utc::now()).await?.board,
+        live_board(&state, &posts, Utc::now(), SilentLastFix::Read)
+            .await?
+            .board,
     ))
 }
