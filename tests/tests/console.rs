@@ -179,6 +179,21 @@ impl Browser {
         .await
     }
 
+    /// Clicks the button `id` and reads the file it downloads as `name`.
+    async fn download(&self, id: &str, name: &str) -> String {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let file = self.downloads.path().join(name);
+        self.until(name, Duration::from_secs(10), || async { file.is_file() })
+            .await;
+        std::fs::read_to_string(&file).unwrap()
+    }
+
     /// Saves a PNG of the window and prints its path.
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
@@ -1161,24 +1176,9 @@ async fn map_and_compliance_show_the_planted_failures() {
         upcoming > 0,
         "{note}"
     );
-    browser
-        .client
-        .find(Locator::Id("gaps-csv"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let file = browser
-        .downloads
-        .path()
-        .join(format!("roster-gaps-{month}.csv"));
-    browser
-        .until("the gaps' CSV", Duration::from_secs(10), || async {
-            file.is_file()
-        })
+    let gaps_csv = browser
+        .download("gaps-csv", &format!("roster-gaps-{month}.csv"))
         .await;
-    let gaps_csv = std::fs::read_to_string(&file).unwrap();
     let mut lines = gaps_csv.lines();
     assert_eq!(
         lines.next(),
@@ -1216,24 +1216,12 @@ async fn map_and_compliance_show_the_planted_failures() {
         .await;
     assert!(squads.as_u64().unwrap() > 0);
     browser.screenshot("compliance").await;
-    browser
-        .client
-        .find(Locator::Id("ranking-csv"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let file = browser
-        .downloads
-        .path()
-        .join(format!("compliance-{month}-police_station.csv"));
-    browser
-        .until("the ranking's CSV", Duration::from_secs(10), || async {
-            file.is_file()
-        })
+    let csv = browser
+        .download(
+            "ranking-csv",
+            &format!("compliance-{month}-police_station.csv"),
+        )
         .await;
-    let csv = std::fs::read_to_string(&file).unwrap();
     assert!(csv.starts_with("rank,unit_id,unit_code,"), "{csv}");
     assert_eq!(csv.lines().count(), listed_len(&ranking) + 1);
     browser.close().await;

@@ -63,6 +63,13 @@ impl World {
         id(&self.s.post("/api/v1/shifts", &self.org.admin, body).await)
     }
 
+    /// Kiosk K1 with a shift of kiosk1 from `from_min` to `to_min` minutes from now.
+    async fn kiosk_on_duty(&self, from_min: i64, to_min: i64) -> (Uuid, Uuid) {
+        let kiosk = self.kiosk("K1").await;
+        let members = json!({"member_ids": [self.org.members["kiosk1"]]});
+        (kiosk, self.shift(kiosk, from_min, to_min, members).await)
+    }
+
     /// A fix of `who` at the kiosk's position, recorded `ago_s` seconds ago.
     async fn fix_at(&self, who: &str, ago_s: i64, extra: Value) -> Value {
         let token = self.s.token(who).await;
@@ -204,15 +211,7 @@ async fn an_sos_from_traccar_client_or_osmand_is_stored_as_sos_and_alerted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_sos_is_raised_says_it_is_late_names_its_post_and_can_be_acknowledged() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
-    let shift = w
-        .shift(
-            kiosk,
-            -180,
-            60,
-            json!({"member_ids": [w.org.members["kiosk1"]]}),
-        )
-        .await;
+    let (kiosk, shift) = w.kiosk_on_duty(-180, 60).await;
     // Recorded 95 minutes ago on a phone that was offline; the hold is a minute.
     w.fix_at(
         "kiosk1",
@@ -246,14 +245,7 @@ async fn a_late_sos_is_raised_says_it_is_late_names_its_post_and_can_be_acknowle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passer_by_neither_staffs_a_post_nor_resolves_its_alert_nor_shows_on_its_board() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
-    w.shift(
-        kiosk,
-        -30,
-        120,
-        json!({"member_ids": [w.org.members["kiosk1"]]}),
-    )
-    .await;
+    let (kiosk, _) = w.kiosk_on_duty(-30, 120).await;
     w.evaluate().await;
     let open = w.alerts("post_unstaffed").await;
     assert_eq!(open.len(), 1, "{open:#?}");
@@ -288,14 +280,7 @@ async fn a_passer_by_neither_staffs_a_post_nor_resolves_its_alert_nor_shows_on_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_from_the_future_makes_nobody_present_or_heard_from() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
-    w.shift(
-        kiosk,
-        -30,
-        120,
-        json!({"member_ids": [w.org.members["kiosk1"]]}),
-    )
-    .await;
+    let (kiosk, _) = w.kiosk_on_duty(-30, 120).await;
     // Four minutes ahead of the server: stored, flagged clock_skew.
     let fix = w.fix_at("kiosk1", -240, json!({})).await;
     assert!(
@@ -316,14 +301,7 @@ async fn a_fix_from_the_future_makes_nobody_present_or_heard_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_shown_with_the_time_and_place_of_the_last_fix() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
-    w.shift(
-        kiosk,
-        -60,
-        120,
-        json!({"member_ids": [w.org.members["kiosk1"]]}),
-    )
-    .await;
+    let (kiosk, _) = w.kiosk_on_duty(-60, 120).await;
     let last = w.fix_at("kiosk1", 7 * 60, json!({})).await;
     let board = w.board(&w.org.admin).await;
     let silent = &board["silent"][0];
@@ -433,16 +411,8 @@ async fn a_begun_shift_keeps_the_team_it_began_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_may_not_name_a_post_that_is_not_its_shifts() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
+    let (kiosk, shift) = w.kiosk_on_duty(-30, 60).await;
     let other = w.kiosk("K2").await;
-    let shift = w
-        .shift(
-            kiosk,
-            -30,
-            60,
-            json!({"member_ids": [w.org.members["kiosk1"]]}),
-        )
-        .await;
     let token = w.s.token("kiosk1").await;
     let body = json!({"client_id": Uuid::now_v7(), "recorded_at": iso(Utc::now()),
                       "lat": LAT, "lon": LON, "accuracy_m": 5.0,
@@ -536,14 +506,7 @@ async fn a_bad_side_field_never_refuses_a_usable_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_list_every_state_with_state_all() {
     let w = World::new().await;
-    let kiosk = w.kiosk("K1").await;
-    w.shift(
-        kiosk,
-        -30,
-        120,
-        json!({"member_ids": [w.org.members["kiosk1"]]}),
-    )
-    .await;
+    w.kiosk_on_duty(-30, 120).await;
     w.evaluate().await;
     let all = w.s.get("/api/v1/alerts?state=all", &w.org.admin).await;
     assert_eq!(all.status, StatusCode::OK, "{all:#?}");

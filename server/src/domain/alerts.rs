@@ -408,8 +408,8 @@ pub fn decide(facts: &Facts, rules: &Rules) -> Vec<Wanted> {
             unit_id: Some(g.unit_id),
             message: if g.to_horizon {
                 format!(
-                    "{} has {} of {} required rostered from {}, and no more up to {}, as far \
-                     as alerts look ahead",
+                    "{} has {} of {} required rostered from {} through at least {}, as far as \
+                     alerts look ahead",
                     g.post_code,
                     g.rostered,
                     g.required,
@@ -742,9 +742,9 @@ mod tests {
         );
         f.gaps[0].to_horizon = true;
         assert!(
-            decide(&f, &rules())[1].message.ends_with(
-                "and no more up to 2026-11-29 22:00 +08:00, as far as alerts look ahead"
-            )
+            decide(&f, &rules())[1]
+                .message
+                .ends_with("through at least 2026-11-29 22:00 +08:00, as far as alerts look ahead")
         );
     }
 
