@@ -95,6 +95,8 @@ const MATRIX: &[(&str, &str, Expect)] = &[
     ("GET", "/api/v1/members/{id}", managers(200)),
     ("PATCH", "/api/v1/members/{id}", managers(200)),
     ("DELETE", "/api/v1/members/{id}", managers(204)),
+    // A lost phone: managers end another member's logins (a member may end their own).
+    ("DELETE", "/api/v1/members/{id}/sessions", managers(204)),
     ("GET", "/api/v1/teams", managers(200)),
     ("POST", "/api/v1/teams", managers(201)),
     ("GET", "/api/v1/teams/{id}", managers(200)),
@@ -414,6 +416,10 @@ impl Fixture {
                 let member = self.fresh_member(s).await;
                 simple(format!("/api/v1/members/{member}"), None)
             }
+            ("DELETE", "/api/v1/members/{id}/sessions") => {
+                let member = self.fresh_member(s).await;
+                simple(format!("/api/v1/members/{member}/sessions"), None)
+            }
             ("POST", "/api/v1/teams") => {
                 let n = self.next();
                 simple(
@@ -658,6 +664,11 @@ async fn unchanged(s: &TestServer, fx: &Fixture, method: &str, call: &Call) -> R
                 keys.text
             )),
         };
+    }
+    if call.path.ends_with("/sessions") {
+        // Logins have no GET of their own; `app_api.rs` checks that a refused request
+        // leaves the member's logins working.
+        return Ok(());
     }
     let after = s.get(&call.path, fx.admin()).await;
     if after.status != StatusCode::OK {

@@ -301,7 +301,7 @@ async fn a_fix_from_the_future_makes_nobody_present_or_heard_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_shown_with_the_time_and_place_of_the_last_fix() {
     let w = World::new().await;
-    let (kiosk, _) = w.kiosk_on_duty(-60, 120).await;
+    w.kiosk_on_duty(-60, 120).await;
     let last = w.fix_at("kiosk1", 7 * 60, json!({})).await;
     let board = w.board(&w.org.admin).await;
     let silent = &board["silent"][0];

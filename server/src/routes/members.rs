@@ -29,6 +29,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_members, create_member))
         .routes(routes!(get_member, patch_member, delete_member))
+        .routes(routes!(end_member_sessions))
 }
 
 /// A member. The password and its hash never appear in answers.
@@ -426,5 +427,33 @@ pub async fn delete_member(
     member::Entity::delete_by_id(id).exec(&state.db).await?;
     state.auth_cache.clear();
     state.rosters_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every login of a member at once: a lost or stolen phone. Their refresh tokens stop
+/// working and their access tokens are refused (by this process at once; by other
+/// processes on the same database once they read the login again, within seconds). Device
+/// keys are revoked apart (`DELETE /members/{id}/device-keys/{key_id}`). Admins for anyone;
+/// commanders for the members of their subtree (404 outside it; never an admin); anyone
+/// for themself, which ends the caller's own login too.
+#[utoipa::path(delete, path = "/members/{id}/sessions", tag = "auth", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Member id")),
+    responses((status = 204, description = "Every login of the member ended")))]
+pub async fn end_member_sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    if id != user.id {
+        user.require_manager()?;
+        let target = member_in_scope(&state, &user, id).await?;
+        if target.role == Role::Admin.as_str() && user.role != Role::Admin {
+            return Err(ApiError::forbidden(
+                "only an admin may end an admin's logins",
+            ));
+        }
+    }
+    tokens::revoke_member_sessions(&state.db, id, "ended for the member").await?;
+    state.auth_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -32,7 +32,8 @@ use crate::{
     },
     state::AppState,
     store::{
-        post, shift, shift_coverage, shift_member, shift_team_member, team, team_member, unit,
+        member, post, shift, shift_coverage, shift_member, shift_team_member, team, team_member,
+        unit,
     },
 };
 
@@ -759,10 +760,21 @@ pub struct Duty {
     pub min_headcount: i32,
     /// Everyone on the shift (for kiosk officers: who else is rostered with them).
     pub member_ids: Vec<Uuid>,
+    /// The others on the shift, by name: all the caller learns of them.
+    pub colleagues: Vec<Colleague>,
     /// Free text.
     pub note: Option<String>,
     /// The post.
     pub post: DutyPost,
+}
+
+/// Someone rostered with the caller.
+#[derive(Serialize, ToSchema)]
+pub struct Colleague {
+    /// Their id.
+    pub member_id: Uuid,
+    /// Their display name.
+    pub display_name: String,
 }
 
 /// The caller's duties.
@@ -821,12 +833,40 @@ pub async fn my_shifts(
         .into_iter()
         .map(|p| (p.id, p))
         .collect();
+    let others: Vec<Uuid> = people
+        .values()
+        .flatten()
+        .copied()
+        .filter(|m| *m != user.id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut names: HashMap<Uuid, String> = HashMap::with_capacity(others.len());
+    for chunk in others.chunks(500) {
+        for m in member::Entity::find()
+            .filter(member::Column::Id.is_in(chunk.iter().copied()))
+            .all(&state.db)
+            .await?
+        {
+            names.insert(m.id, m.display_name);
+        }
+    }
     let items: Vec<Duty> = rows
         .into_iter()
         .filter_map(|s| {
             let p = posts.get(&s.post_id)?;
             let mut members: Vec<Uuid> = people.get(&s.id).into_iter().flatten().copied().collect();
             members.sort();
+            let mut colleagues: Vec<Colleague> = members
+                .iter()
+                .filter_map(|m| {
+                    names.get(m).map(|n| Colleague {
+                        member_id: *m,
+                        display_name: n.clone(),
+                    })
+                })
+                .collect();
+            colleagues.sort_by(|a, b| a.display_name.cmp(&b.display_name));
             Some(Duty {
                 shift_id: s.id,
                 starts_at: s.starts_at,
@@ -834,6 +874,7 @@ pub async fn my_shifts(
                 team_id: s.team_id,
                 min_headcount: s.min_headcount.unwrap_or(p.min_headcount),
                 member_ids: members,
+                colleagues,
                 note: s.note,
                 post: DutyPost {
                     id: p.id,
