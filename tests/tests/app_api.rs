@@ -141,3 +141,66 @@ async fn a_commander_ends_every_login_of_a_member_with_a_lost_phone() {
     );
     assert_eq!(s.get("/api/v1/me", &org.admin).await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_coverage_shows_my_running_shift_and_nobody_elses() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let admin = &org.admin;
+    let post = id(&s
+        .post(
+            "/api/v1/posts",
+            admin,
+            json!({"code": "K1", "name": "Kiosk 1", "kind": "kiosk", "unit_id": org.street1,
+                   "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
+        )
+        .await);
+    let now = Utc::now();
+    let mine = id(&s
+        .post(
+            "/api/v1/shifts",
+            admin,
+            json!({"post_id": post, "starts_at": iso(now - Duration::minutes(30)),
+                   "ends_at": iso(now + Duration::hours(2)), "member_ids": [org.members["kiosk1"]]}),
+        )
+        .await);
+    let token = s.token("kiosk1").await;
+    for ago in [20, 10, 1] {
+        let fix = json!({"client_id": Uuid::now_v7(),
+                         "recorded_at": iso(now - Duration::minutes(ago)),
+                         "lat": 34.22, "lon": 108.95, "accuracy_m": 5.0});
+        assert_eq!(
+            s.post("/api/v1/checkins", &token, fix).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let a = s.get("/api/v1/me/coverage", &token).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:#?}");
+    assert_eq!(items[0]["shift_id"], mine.to_string());
+    assert_eq!(items[0]["status"], "pending");
+    assert_eq!(items[0]["eligible_fixes"], 3);
+    assert!(items[0]["presence"]["present_fraction"].as_f64().unwrap() > 0.0);
+    // Someone not on it sees nothing of it, whatever their role.
+    for other in ["officer1", "cmd1"] {
+        let t = s.token(other).await;
+        let a = s.get("/api/v1/me/coverage", &t).await;
+        assert_eq!(a.body["items"], json!([]), "{other}: {a:#?}");
+    }
+    // Bounded and strict.
+    let far = s
+        .get(
+            &format!(
+                "/api/v1/me/coverage?from={}&to={}",
+                iso(now - Duration::days(8)),
+                iso(now)
+            ),
+            &token,
+        )
+        .await;
+    far.assert_problem(422, "validation_failed");
+    s.get("/api/v1/me/coverage?member_id=x", &token)
+        .await
+        .assert_problem(422, "validation_failed");
+}

@@ -117,6 +117,7 @@ const MATRIX: &[(&str, &str, Expect)] = &[
     ("DELETE", "/api/v1/shifts/{id}", managers(204)),
     // An officer's own duties: every logged-in member.
     ("GET", "/api/v1/me/shifts", SIGNED_IN),
+    ("GET", "/api/v1/me/coverage", SIGNED_IN),
     ("POST", "/api/v1/rosters/generate", managers(200)),
     ("GET", "/api/v1/rosters/gaps", managers(200)),
     // Coverage and reports: for managers.
@@ -342,9 +343,8 @@ impl Fixture {
         match (method, route) {
             ("GET", "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json")
             | ("GET", "/api/v1/me" | "/api/v1/units" | "/api/v1/members" | "/api/v1/teams")
-            | ("GET", "/api/v1/posts" | "/api/v1/posts/geojson" | "/api/v1/device-keys") => {
-                simple(route.to_owned(), None)
-            }
+            | ("GET", "/api/v1/posts" | "/api/v1/posts/geojson" | "/api/v1/device-keys")
+            | ("GET", "/api/v1/me/coverage") => simple(route.to_owned(), None),
             ("POST", "/api/v1/auth/login") => simple(
                 route.to_owned(),
                 Some(json!({"username": caller.username(), "password": PASSWORD})),

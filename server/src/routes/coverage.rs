@@ -38,6 +38,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_coverage))
         .routes(routes!(coverage_map))
         .routes(routes!(status_now))
+        .routes(routes!(my_coverage))
 }
 
 /// Span and filters of `GET /coverage` and `GET /coverage/map`. Both answer the whole span
@@ -865,4 +866,90 @@ pub async fn status_now(
             .await?
             .board,
     ))
+}
+
+/// Span of `GET /me/coverage`; both default to now.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MyCoverageQuery {
+    /// Shifts that end after this instant (default now; write `+` as `%2B`).
+    pub from: Option<DateTime<Utc>>,
+    /// Shifts that start at or before this instant (default now); at most 7 days after
+    /// `from`.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Longest span of `GET /me/coverage`.
+const MY_COVERAGE_SPAN: Duration = Duration::days(7);
+
+/// My coverage.
+#[derive(Serialize, ToSchema)]
+pub struct MyCoverage {
+    /// The caller's shifts overlapping the span, by start, with the figures of each
+    /// whole shift so far (a running shift up to now).
+    pub items: Vec<ShiftCoverageOut>,
+}
+
+/// The coverage of the caller's own shifts (named on them or through their team at the
+/// shift's time): by default those running now, as the phone shows "my progress". The
+/// figures are the shift's, as `/coverage` gives them (everyone on the shift counts
+/// towards them), and only the caller's shifts are answered, whatever the role.
+#[utoipa::path(get, path = "/me/coverage", tag = "coverage", security(("bearer" = [])), params(MyCoverageQuery),
+    responses((status = 200, description = "The caller's shifts with their coverage", body = MyCoverage)))]
+pub async fn my_coverage(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<MyCoverageQuery>,
+) -> ApiResult<axum::Json<MyCoverage>> {
+    let now = Utc::now();
+    let from = q.from.unwrap_or(now);
+    let to = q.to.unwrap_or(now).max(from);
+    let mut errors = Violations::new();
+    errors.check(
+        to - from > MY_COVERAGE_SPAN,
+        "to",
+        "must be at most 7 days after from",
+    );
+    errors.finish()?;
+    // `overlapping` wants a span that is not empty: "now" is the instant's second.
+    let shifts = shift::Entity::find()
+        .filter(overlapping(from, to + Duration::seconds(1)))
+        .filter(crate::routes::shifts::shifts_of_member(user.id))
+        .order_by_asc(shift::Column::StartsAt)
+        .order_by_asc(shift::Column::Id)
+        .limit(500)
+        .all(&state.db)
+        .await?;
+    let coverage = coverage_of(&state, &shifts).await?;
+    let post_ids: Vec<Uuid> = shifts.iter().map(|s| s.post_id).collect();
+    let posts: HashMap<Uuid, post::Model> = post::Entity::find()
+        .filter(post::Column::Id.is_in(post_ids))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let items = shifts
+        .into_iter()
+        .zip(coverage)
+        .filter_map(|(s, c)| {
+            let p = posts.get(&s.post_id)?;
+            Some(ShiftCoverageOut {
+                shift_id: s.id,
+                post_id: p.id,
+                post_code: p.code.clone(),
+                kind: PostKind::parse(&p.kind).unwrap_or(PostKind::Kiosk),
+                starts_at: s.starts_at,
+                ends_at: s.ends_at,
+                status: c.status,
+                eligible_fixes: c.eligible_fixes,
+                excluded: c.excluded,
+                route: c.route,
+                presence: c.presence,
+                evaluated_until: c.evaluated_until,
+            })
+        })
+        .collect();
+    Ok(axum::Json(MyCoverage { items }))
 }
