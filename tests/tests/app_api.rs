@@ -204,3 +204,53 @@ async fn my_coverage_shows_my_running_shift_and_nobody_elses() {
         .await
         .assert_problem(422, "validation_failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_keeps_the_device_keys_of_their_own_phones_and_no_more_than_ten() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let me = org.members["vol1"];
+    let token = s.token("vol1").await;
+    let keys = format!("/api/v1/members/{me}/device-keys");
+    let mut issued = Vec::new();
+    for n in 0..10 {
+        let a = s
+            .post(&keys, &token, json!({"label": format!("phone {n}")}))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{a:#?}");
+        issued.push((id(&a), a.body["key"].as_str().unwrap().to_owned()));
+    }
+    // An eleventh in use is refused; revoking one makes room.
+    s.post(&keys, &token, json!({}))
+        .await
+        .assert_problem(409, "conflict");
+    let listed = s.get(&keys, &token).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 10);
+    let revoked = s.delete(&format!("{keys}/{}", issued[0].0), &token).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let a = s
+        .raw(|c, b| {
+            c.get(format!(
+                "{b}/osmand?id={}&lat=34.22&lon=108.95",
+                issued[0].1
+            ))
+        })
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.post(&keys, &token, json!({})).await.status,
+        StatusCode::CREATED
+    );
+    // Another member's keys stay out of reach.
+    let other = org.members["officer1"];
+    s.post(
+        &format!("/api/v1/members/{other}/device-keys"),
+        &token,
+        json!({}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    s.get(&format!("/api/v1/members/{other}/device-keys"), &token)
+        .await
+        .assert_problem(403, "forbidden");
+}

@@ -5,8 +5,8 @@ use axum::{extract::State, http::StatusCode};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    sea_query::Query,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -83,12 +83,24 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A member whose keys the caller manages: 403 for officers and volunteers, 404 for a
-/// member outside a commander's subtree (as for every scoped record).
+/// A member whose keys the caller manages: themself (a member keeps the keys of their own
+/// phones, for a tracker app that reports while the phone sleeps); for others 403 for
+/// officers and volunteers, 404 for a member outside a commander's subtree (as for every
+/// scoped record).
 async fn managed_member(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<member::Model> {
+    if id == user.id {
+        return member::Entity::find_by_id(id)
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the access token is no longer valid"));
+    }
     user.require_manager()?;
     member_in_scope(state, user, id).await
 }
+
+/// Most keys in use a member may have at once: one per phone or tracker, with room to
+/// spare; a bound on what a script with a member's login can create.
+const MAX_ACTIVE_KEYS: u64 = 10;
 
 /// Filters and paging of `GET /device-keys`.
 #[derive(Deserialize, IntoParams)]
@@ -168,7 +180,7 @@ pub async fn list_all_device_keys(
     Ok(axum::Json(key_page(&state, query, page, q.active).await?))
 }
 
-/// A member's device keys (admins; commanders within their subtree).
+/// A member's device keys (the member themself; admins; commanders within their subtree).
 #[utoipa::path(get, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id"), MemberDeviceKeyQuery),
     responses((status = 200, description = "A page of keys, without the keys themselves", body = Page<DeviceKey>)))]
@@ -184,7 +196,8 @@ pub async fn list_device_keys(
     Ok(axum::Json(key_page(&state, query, page, q.active).await?))
 }
 
-/// Issues a device key for a member (admins; commanders within their subtree). The key
+/// Issues a device key for a member (the member themself; admins; commanders within their
+/// subtree), at most 10 in use at once (409 beyond). The key
 /// is in this answer and nowhere else: only its hash is stored.
 #[utoipa::path(post, path = "/members/{id}/device-keys", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id")), request_body = IssueDeviceKey,
@@ -201,6 +214,16 @@ pub async fn issue_device_key(
         validate::name(&mut errors, "label", label);
     }
     errors.finish()?;
+    let active = device_key::Entity::find()
+        .filter(device_key::Column::MemberId.eq(m.id))
+        .filter(device_key::Column::RevokedAt.is_null())
+        .count(&state.db)
+        .await?;
+    if active >= MAX_ACTIVE_KEYS {
+        return Err(ApiError::conflict(format!(
+            "the member has {active} keys in use, the most there may be; revoke one first"
+        )));
+    }
     let mut bytes = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     // Letters and digits only: some tracker apps mangle other characters in the id.
@@ -230,8 +253,8 @@ pub async fn issue_device_key(
     ))
 }
 
-/// Revokes a device key (admins; commanders within their subtree); the app's reports then
-/// get 401.
+/// Revokes a device key (the member themself; admins; commanders within their subtree);
+/// the app's reports then get 401.
 #[utoipa::path(delete, path = "/members/{id}/device-keys/{key_id}", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id"), ("key_id" = Uuid, Path, description = "Key id")),
     responses((status = 204, description = "Revoked")))]
