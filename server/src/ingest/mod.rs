@@ -405,16 +405,20 @@ impl<'a> Plan<'a> {
         (rows, revisions)
     }
 
-    /// After the commit: updates the tails and says what became of each row.
+    /// After the commit: updates the tails (with the stored fixes' revised flags) and says
+    /// what became of each row.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         tails: &mut Tails,
         read: &HashMap<Uuid, Vec<StoredFix>>,
         read_at: std::time::Instant,
         rows: Vec<Vec<fix::Model>>,
+        revisions: &[Revision],
         inserted: &HashSet<Uuid>,
         earlier: &HashMap<(Uuid, Uuid), fix::Model>,
     ) -> Result<Vec<Vec<Written>>, String> {
+        let revised: HashMap<Uuid, i32> = revisions.iter().map(|r| (r.id, r.flags)).collect();
         // The tails after the commit: what answered for the new fixes, plus those stored now.
         let mut updates: Vec<(Uuid, Option<Vec<StoredFix>>, Option<std::time::Instant>)> =
             Vec::with_capacity(self.spans.len());
@@ -432,6 +436,11 @@ impl<'a> Plan<'a> {
                 }
             };
             if let Some(known) = known.as_mut() {
+                for fix in known.iter_mut() {
+                    if let Some(flags) = revised.get(&fix.id) {
+                        fix.flags = Flags(*flags);
+                    }
+                }
                 for &(b, r) in &self.by_member[member].1 {
                     let row = &rows[b][r];
                     if inserted.contains(&row.id) {
@@ -527,7 +536,7 @@ async fn write_group(
         commit_ms = (t3 - t2).as_secs_f64() * 1e3,
         "group committed"
     );
-    plan.finish(tails, &read, read_at, rows, &inserted, &earlier)
+    plan.finish(tails, &read, read_at, rows, &revisions, &inserted, &earlier)
         .map_err(sea_orm::DbErr::Custom)
 }
 

@@ -244,7 +244,7 @@ pub(super) fn write_group(
         commit_ms = (t3 - t2).as_secs_f64() * 1e3,
         "group committed"
     );
-    plan.finish(tails, &read, read_at, rows, &inserted, &earlier)
+    plan.finish(tails, &read, read_at, rows, &revisions, &inserted, &earlier)
 }
 
 fn model_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<fix::Model> {
