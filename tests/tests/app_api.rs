@@ -12,19 +12,24 @@ fn iso(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Kiosk K1 in street 1.
+async fn kiosk(s: &TestServer, org: &Org) -> Uuid {
+    id(&s
+        .post(
+            "/api/v1/posts",
+            &org.admin,
+            json!({"code": "K1", "name": "Kiosk 1", "kind": "kiosk", "unit_id": org.street1,
+                   "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
+        )
+        .await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn my_shifts_name_my_colleagues_and_nobody_else() {
     let s = TestServer::start().await;
     let org = Org::create(&s).await;
     let admin = &org.admin;
-    let post = id(&s
-        .post(
-            "/api/v1/posts",
-            admin,
-            json!({"code": "K1", "name": "Kiosk 1", "kind": "kiosk", "unit_id": org.street1,
-                   "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
-        )
-        .await);
+    let post = kiosk(&s, &org).await;
     let renamed = s
         .patch(
             &format!("/api/v1/members/{}", org.members["officer1"]),
@@ -147,14 +152,7 @@ async fn my_coverage_shows_my_running_shift_and_nobody_elses() {
     let s = TestServer::start().await;
     let org = Org::create(&s).await;
     let admin = &org.admin;
-    let post = id(&s
-        .post(
-            "/api/v1/posts",
-            admin,
-            json!({"code": "K1", "name": "Kiosk 1", "kind": "kiosk", "unit_id": org.street1,
-                   "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
-        )
-        .await);
+    let post = kiosk(&s, &org).await;
     let now = Utc::now();
     let mine = id(&s
         .post(

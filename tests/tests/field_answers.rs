@@ -84,16 +84,16 @@ impl World {
         a.body
     }
 
-    async fn alerts(&self, kind: &str) -> Vec<Value> {
-        let a = self
-            .s
-            .get(
-                &format!("/api/v1/alerts?kind={kind}&state=all"),
-                &self.org.admin,
-            )
-            .await;
+    /// The admin's page of a list.
+    async fn items(&self, path: &str) -> Vec<Value> {
+        let a = self.s.get(path, &self.org.admin).await;
         assert_eq!(a.status, StatusCode::OK, "{a:#?}");
         a.body["items"].as_array().unwrap().clone()
+    }
+
+    async fn alerts(&self, kind: &str) -> Vec<Value> {
+        self.items(&format!("/api/v1/alerts?kind={kind}&state=all"))
+            .await
     }
 
     async fn evaluate(&self) {
@@ -122,15 +122,8 @@ impl World {
 
     async fn fixes_of(&self, who: &str) -> Vec<Value> {
         let member = self.org.members[who];
-        let a = self
-            .s
-            .get(
-                &format!("/api/v1/checkins?member_id={member}&limit=1000"),
-                &self.org.admin,
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{a:#?}");
-        a.body["items"].as_array().unwrap().clone()
+        self.items(&format!("/api/v1/checkins?member_id={member}&limit=1000"))
+            .await
     }
 }
 
