@@ -431,7 +431,8 @@ async fn gather(state: &AppState, now: DateTime<Utc>) -> ApiResult<Facts> {
     let hold = chrono::Duration::minutes(state.settings.sos_hold_min);
     // SOS fixes recorded within the hold, and those received within it however long ago
     // they were recorded: a phone that was offline sends its SOS late, which is when it
-    // matters most. The second read goes by the partial index of SOS fixes by arrival.
+    // matters most. The second read goes by the partial index of SOS fixes by arrival,
+    // whose condition SQLite matches only when the query names the same literal.
     let mut sos_fixes = fix::Entity::find()
         .filter(fix::Column::Kind.eq(FixKind::Sos.as_str()))
         .filter(fix::Column::RecordedAt.gte(now - hold))

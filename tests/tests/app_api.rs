@@ -198,6 +198,17 @@ async fn my_coverage_shows_my_running_shift_and_nobody_elses() {
         )
         .await;
     far.assert_problem(422, "validation_failed");
+    let backwards = s
+        .get(
+            &format!(
+                "/api/v1/me/coverage?from={}&to={}",
+                iso(now),
+                iso(now - Duration::hours(1))
+            ),
+            &token,
+        )
+        .await;
+    backwards.assert_problem(422, "validation_failed");
     s.get("/api/v1/me/coverage?member_id=x", &token)
         .await
         .assert_problem(422, "validation_failed");

@@ -434,6 +434,18 @@ async fn a_sixtieth_second_is_refused() {
     assert_eq!(batch.status, StatusCode::OK);
     assert_eq!(batch.body["results"][0]["status"], "rejected");
     assert!(w.fixes_of("officer1").await.is_empty());
+    // The same from a tracker app, named as the app names it.
+    let key = w.device_key("officer1").await;
+    let a =
+        w.s.raw(|c, b| {
+            c.get(format!(
+                "{b}/osmand?id={key}&lat={LAT}&lon={LON}&timestamp={}",
+                leap.replace(':', "%3A")
+            ))
+        })
+        .await;
+    a.assert_problem(422, "validation_failed");
+    assert_eq!(a.body["errors"][0]["field"], "timestamp", "{a:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,7 +298,7 @@ pub fn intrinsic_flags(
 /// A stored fix of the member with the flags it already has.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StoredFix {
-    /// Its id, for [`revised_repeats`]' answer to name.
+    /// Its id, by which a revision of its flags is written.
     pub id: uuid::Uuid,
     /// The fix itself.
     pub sample: FixSample,
@@ -307,8 +307,8 @@ pub struct StoredFix {
     pub flags: Flags,
 }
 
-/// The stored fixes whose static_repeat flag new fixes change, with their flags as they
-/// must now be: the ids and flags.
+/// The stored fixes whose static_repeat flag new fixes change, each with its flags as they
+/// must now be.
 ///
 /// static_repeat is a property of the member's whole sequence of fixes in `recorded_at`
 /// order (the run of bit-identical readings that ends at a fix is `static_repeat_run`
@@ -321,7 +321,7 @@ pub fn revised_repeats(
     stored: &[StoredFix],
     new: &[FixSample],
     t: &Thresholds,
-) -> Vec<(uuid::Uuid, Flags)> {
+) -> Vec<(StoredFix, Flags)> {
     if new.is_empty() || stored.is_empty() {
         return Vec::new();
     }
@@ -352,7 +352,7 @@ pub fn revised_repeats(
                     if repeat {
                         now.insert(Flags::STATIC_REPEAT);
                     }
-                    out.push((stored[*i].id, now));
+                    out.push((stored[*i], now));
                 }
             }
             Some(_) => {}
@@ -1241,8 +1241,8 @@ mod tests {
                 let revised = revised_repeats(&stored, &new, &t);
                 let with_mock: Vec<(FixSample, bool)> = new.iter().map(|f| (*f, false)).collect();
                 let flags = judge_batch(&stored, &with_mock, when, Mobility::Vehicle, &t);
-                for (id, f) in revised {
-                    let s = store.iter_mut().find(|(_, s)| s.id == id).unwrap();
+                for (revised, f) in revised {
+                    let s = store.iter_mut().find(|(_, s)| s.id == revised.id).unwrap();
                     s.1.flags = f;
                 }
                 for (k, &i) in arriving.iter().enumerate() {

@@ -389,15 +389,11 @@ impl<'a> Plan<'a> {
                 rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
             }
             let samples: Vec<FixSample> = new.iter().map(|(f, _)| *f).collect();
-            for (id, flags) in plausibility::revised_repeats(theirs, &samples, t) {
-                let at = theirs
-                    .iter()
-                    .find(|s| s.id == id)
-                    .map_or(from, |s| s.sample.recorded_at);
+            for (fix, flags) in plausibility::revised_repeats(theirs, &samples, t) {
                 revisions.push(Revision {
                     member_id: *member,
-                    id,
-                    recorded_at: at,
+                    id: fix.id,
+                    recorded_at: fix.sample.recorded_at,
                     flags: flags.0,
                 });
             }

@@ -25,7 +25,7 @@ use crate::{
     error::{ApiError, ApiResult, Violations},
     extract::ApiQuery,
     routes::{
-        posts::{post_in_scope, post_scope_condition},
+        posts::{post_in_scope, post_scope_condition, posts_by_id},
         shifts::{MAX_LIST_SPAN, check_window, overlapping, people_on},
         units::unit_in_scope,
     },
@@ -904,8 +904,9 @@ pub async fn my_coverage(
 ) -> ApiResult<axum::Json<MyCoverage>> {
     let now = Utc::now();
     let from = q.from.unwrap_or(now);
-    let to = q.to.unwrap_or(now).max(from);
+    let to = q.to.unwrap_or(now);
     let mut errors = Violations::new();
+    errors.check(to < from, "to", "must not be before from");
     errors.check(
         to - from > MY_COVERAGE_SPAN,
         "to",
@@ -922,14 +923,7 @@ pub async fn my_coverage(
         .all(&state.db)
         .await?;
     let coverage = coverage_of(&state, &shifts).await?;
-    let post_ids: Vec<Uuid> = shifts.iter().map(|s| s.post_id).collect();
-    let posts: HashMap<Uuid, post::Model> = post::Entity::find()
-        .filter(post::Column::Id.is_in(post_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
+    let posts = posts_by_id(&state.db, shifts.iter().map(|s| s.post_id)).await?;
     let items = shifts
         .into_iter()
         .zip(coverage)

@@ -106,12 +106,6 @@ fn says_invalid(raw: &str) -> bool {
     matches!(raw.trim().to_ascii_lowercase().as_str(), "false" | "0")
 }
 
-/// A time the protocol reads, refusing a 60th second (a leap second to chrono, which no
-/// client can read back).
-fn parse_fix_time(raw: &str) -> Option<DateTime<Utc>> {
-    parse_time(raw).filter(|t| t.timestamp_subsec_nanos() < 1_000_000_000)
-}
-
 /// The fix's `client_id`: a UUID v7 whose time is the fix's own and whose other bits come
 /// from a UUID v5 of the key and the timestamp. Deterministic, so a resend is a duplicate;
 /// time-ordered, so a device's fixes go in at the end of its part of the unique index on
@@ -135,8 +129,9 @@ fn from_params(params: &HashMap<String, String>, key_id: Uuid) -> Result<Checkin
     let lat = number(params, "lat")?.ok_or_else(|| bad("lat", "is required"))?;
     let lon = number(params, "lon")?.ok_or_else(|| bad("lon", "is required"))?;
     let recorded_at = match params.get("timestamp") {
-        Some(raw) => parse_fix_time(raw)
-            .ok_or_else(|| bad("timestamp", "must be Unix seconds or ISO 8601"))?,
+        Some(raw) => {
+            parse_time(raw).ok_or_else(|| bad("timestamp", "must be Unix seconds or ISO 8601"))?
+        }
         None => Utc::now(),
     };
     let alarm = params.get("alarm").is_some_and(|a| is_distress(a));
@@ -171,8 +166,8 @@ fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
     let lon =
         num(coords, "longitude").ok_or_else(|| bad("location.coords.longitude", "is required"))?;
     let recorded_at = match loc.get("timestamp") {
-        Some(Value::String(s)) => parse_fix_time(s),
-        Some(Value::Number(n)) => n.as_f64().and_then(|n| parse_fix_time(&n.to_string())),
+        Some(Value::String(s)) => parse_time(s),
+        Some(Value::Number(n)) => n.as_f64().and_then(|n| parse_time(&n.to_string())),
         _ => None,
     }
     .ok_or_else(|| bad("location.timestamp", "must be ISO 8601 or Unix time"))?;

@@ -27,7 +27,7 @@ use crate::{
     pagination::{Page, PageRequest},
     routes::{
         members::referenced_members,
-        posts::{Staffing, post_in_scope, post_scope_condition},
+        posts::{Staffing, post_in_scope, post_scope_condition, posts_by_id},
         units::present,
     },
     state::AppState,
@@ -678,15 +678,12 @@ pub async fn patch_shift(
         active.note = Set(n);
     }
     active.updated_at = Set(Utc::now());
-    let mut updated = active.update(&txn).await?;
+    let updated = active.update(&txn).await?;
     if let Some(m) = &members {
         set_named(&txn, id, m).await?;
     }
     if let Some(team) = updated.team_id {
         freeze_team_members(&txn, &[team], Utc::now()).await?;
-        if let Some(s) = shift::Entity::find_by_id(id).one(&txn).await? {
-            updated = s;
-        }
     }
     // Figures stored for the shift as it was are out of date (a roster corrected after
     // the shift ended is the usual case).
@@ -820,19 +817,7 @@ pub async fn my_shifts(
         .all(&state.db)
         .await?;
     let people = people_on(&state.db, &rows).await?;
-    let post_ids: Vec<Uuid> = rows
-        .iter()
-        .map(|s| s.post_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let posts: HashMap<Uuid, post::Model> = post::Entity::find()
-        .filter(post::Column::Id.is_in(post_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
+    let posts = posts_by_id(&state.db, rows.iter().map(|s| s.post_id)).await?;
     let others: Vec<Uuid> = people
         .values()
         .flatten()
