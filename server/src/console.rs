@@ -18,15 +18,15 @@ use sha2::{Digest, Sha256};
 use crate::{settings::Settings, state::AppState};
 
 /// One embedded file.
-struct Asset {
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
+pub(crate) struct Asset {
+    pub(crate) path: &'static str,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: &'static [u8],
 }
 
-const HTML: &str = "text/html; charset=utf-8";
-const JS: &str = "text/javascript; charset=utf-8";
-const CSS: &str = "text/css; charset=utf-8";
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
+pub(crate) const JS: &str = "text/javascript; charset=utf-8";
+pub(crate) const CSS: &str = "text/css; charset=utf-8";
 
 /// An embedded file of `server/console/`.
 macro_rules! asset {
@@ -39,7 +39,8 @@ macro_rules! asset {
     };
 }
 
-/// Every file of the console, by the path it is served at.
+/// Every file of the console, by the path it is served at. The message tables are the
+/// phone app's, served at `/i18n/` for both.
 const ASSETS: &[Asset] = &[
     asset!("/", "index.html", HTML),
     asset!("/console/style.css", "style.css", CSS),
@@ -51,7 +52,26 @@ const ASSETS: &[Asset] = &[
     asset!("/console/map.js", "map.js", JS),
     asset!("/console/reports.js", "reports.js", JS),
     asset!("/console/util.js", "util.js", JS),
+    Asset {
+        path: "/i18n/zh-CN.js",
+        content_type: JS,
+        body: include_bytes!("../i18n/zh-CN.js"),
+    },
+    Asset {
+        path: "/i18n/en.js",
+        content_type: JS,
+        body: include_bytes!("../i18n/en.js"),
+    },
 ];
+
+/// The message tables' contents, for the phone app's version.
+pub(crate) fn shared_bodies() -> Vec<u8> {
+    ASSETS
+        .iter()
+        .filter(|a| a.path.starts_with("/i18n/"))
+        .flat_map(|a| a.body.iter().copied())
+        .collect()
+}
 
 /// What the console needs to know about this server before anyone logs in.
 #[derive(Serialize)]
@@ -79,12 +99,12 @@ pub fn content_security_policy(settings: &Settings) -> String {
 
 /// Headers every console response carries.
 #[derive(Clone)]
-struct Policy {
-    csp: HeaderValue,
+pub(crate) struct Policy {
+    pub(crate) csp: HeaderValue,
 }
 
 impl Policy {
-    fn apply(&self, response: &mut Response) {
+    pub(crate) fn apply(&self, response: &mut Response) {
         let h = response.headers_mut();
         h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
         h.insert(
@@ -136,7 +156,12 @@ pub fn router(settings: &Settings) -> Router<AppState> {
 }
 
 /// Answers with an embedded file, or 304 when the browser already has this version.
-fn serve_asset(asset: &Asset, etag: &str, headers: &HeaderMap, policy: &Policy) -> Response {
+pub(crate) fn serve_asset(
+    asset: &Asset,
+    etag: &str,
+    headers: &HeaderMap,
+    policy: &Policy,
+) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod nodelay;
 pub mod packs;
 pub mod pagination;
+pub mod phone;
 pub mod retention;
 pub mod routes;
 pub mod settings;
@@ -59,6 +60,7 @@ pub fn app(state: AppState) -> Router {
     let (router, _) = routes::router();
     router
         .merge(console::router(&state.settings))
+        .merge(phone::router(&state.settings))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(

@@ -2,6 +2,8 @@
 //! (a temporary SQLite file, or a new PostgreSQL database when
 //! `PATROL_TEST_DATABASE_URL` is set), and a small HTTP client.
 
+pub mod browser;
+
 use std::time::Duration;
 
 use patrol_server::{AppState, Settings, settings::Secret};

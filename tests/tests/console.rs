@@ -4,205 +4,34 @@
 //! the compliance tables and their CSV, acknowledging an alert. Screenshots are saved
 //! under `target/console-screenshots/`.
 //!
-//! Chromium and chromedriver come from the distribution's packages (`chromium`,
-//! `chromium-driver`); `PATROL_CHROMIUM` and `PATROL_CHROMEDRIVER` name other binaries.
-//! Without them these tests print why and pass, except under
-//! `PATROL_REQUIRE_BROWSER=1` (as CI sets), where a missing browser is a failure. They run
-//! in the SQLite pass only: the console is a client of the API, which the rest of the
-//! suite checks on both databases.
+//! The browser comes from `api_tests::browser`, which says where Chromium is found and
+//! when these tests skip.
 
 use std::{
-    future::Future,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use api_tests::{Org, PASSWORD, TestServer, on_postgres};
+use api_tests::{
+    Org, PASSWORD, TestServer,
+    browser::{Browser, browser_or_skip},
+};
 use chrono::{DateTime, Utc};
-use fantoccini::{Client, ClientBuilder, Locator, key::Key};
+use fantoccini::{Locator, key::Key};
 use patrol_server::demo::{self, DEMO_PASSWORD, DemoOptions, Failure};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The browser binaries, or why there are none.
-fn browser_binaries() -> Result<(PathBuf, PathBuf), String> {
-    let find = |env: &str, names: &[&str]| -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
-            return Some(PathBuf::from(p));
-        }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-            .find(|p| p.is_file())
-    };
-    let chromium = find(
-        "PATROL_CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    )
-    .ok_or("no chromium on PATH (install the distribution's chromium package)")?;
-    let driver = find("PATROL_CHROMEDRIVER", &["chromedriver"])
-        .ok_or("no chromedriver on PATH (install the distribution's chromium-driver package)")?;
-    Ok((chromium, driver))
+/// The console's own steps.
+trait ConsoleSteps {
+    async fn log_in(&self, base: &str, username: &str);
+    async fn open(&self, base: &str);
+    async fn submit_login(&self, username: &str, password: &str);
+    async fn close(self);
 }
 
-/// Whether this test should run; prints the reason when it should not.
-fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
-    if on_postgres() {
-        // The console is a client of the API, whose suite runs on both databases; loading
-        // the demo again on PostgreSQL would test nothing the SQLite run does not.
-        eprintln!("console test {test} skipped on PostgreSQL: it runs in the SQLite pass");
-        return None;
-    }
-    match browser_binaries() {
-        Ok(found) => Some(found),
-        Err(why) if std::env::var("PATROL_REQUIRE_BROWSER").is_ok_and(|v| v == "1") => {
-            panic!("PATROL_REQUIRE_BROWSER=1 but {why}")
-        }
-        Err(why) => {
-            eprintln!("console test {test} skipped: {why}");
-            None
-        }
-    }
-}
-
-/// Where screenshots go: `target/console-screenshots/`.
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/console-… → target
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = target.join("console-screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot directory");
-    dir
-}
-
-/// A chromedriver process and one headless Chromium session on it.
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
-    downloads: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start((chromium, driver): (PathBuf, PathBuf)) -> Browser {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let driver = tokio::process::Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let downloads = tempfile::tempdir().expect("download dir");
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         "--window-size=1280,900", "--lang=en-GB", "--no-first-run", "--disable-extensions",
-                         "--hide-scrollbars"],
-                "prefs": {
-                    "download.default_directory": downloads.path(),
-                    "download.prompt_for_download": false,
-                },
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session");
-        Browser {
-            client,
-            _driver: driver,
-            downloads,
-        }
-    }
-
-    /// Runs a script in the page and returns its value.
-    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
-        self.client
-            .execute(script, args)
-            .await
-            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
-    }
-
-    /// Waits until `check` holds, or fails after `timeout` naming `what`.
-    async fn until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Duration
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let started = Instant::now();
-        loop {
-            if check().await {
-                return started.elapsed();
-            }
-            if started.elapsed() > timeout {
-                let shot = self.screenshot("failure").await;
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}; screenshot {}",
-                    shot.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until a script returns true.
-    async fn until_js(&self, what: &str, timeout: Duration, script: &str) -> Duration {
-        self.until(what, timeout, || async {
-            self.js(script, vec![]).await == Value::Bool(true)
-        })
-        .await
-    }
-
-    /// Clicks the button `id` and reads the file it downloads as `name`.
-    async fn download(&self, id: &str, name: &str) -> String {
-        self.client
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let file = self.downloads.path().join(name);
-        self.until(name, Duration::from_secs(10), || async { file.is_file() })
-            .await;
-        std::fs::read_to_string(&file).unwrap()
-    }
-
-    /// Saves a PNG of the window and prints its path.
-    async fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self.client.screenshot().await.expect("screenshot");
-        let path = screenshot_dir().join(format!("{name}.png"));
-        std::fs::write(&path, png).expect("screenshot written");
-        println!("screenshot: {}", path.display());
-        path
-    }
-
+impl ConsoleSteps for Browser {
     /// Opens the console and logs in through the form with the demo password.
     async fn log_in(&self, base: &str, username: &str) {
         self.open(base).await;

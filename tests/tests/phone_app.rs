@@ -1,0 +1,762 @@
+//! The phone app at `/app/`, used as a patrol officer uses it: a phone-sized Chromium
+//! (390×844, touch, Chinese) whose position is set through the DevTools protocol and
+//! whose network is cut by a switchable proxy between it and the server (and by the
+//! browser's own offline emulation, so that the page also knows it is offline). Logging
+//! in, going on duty, fixes arriving; five fixes queued offline, the app closed and
+//! opened again from its cache with no network, and all five stored once when the
+//! network returns; a login ended on the server keeping the queue; an SOS raising an
+//! alert a commander sees; the English switch. Screenshots go to
+//! `target/console-screenshots/app-*.png`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use api_tests::{
+    TestServer,
+    browser::{Browser, browser_or_skip},
+};
+use fantoccini::Locator;
+use patrol_server::demo::{self, DEMO_PASSWORD, DemoOptions};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::watch};
+
+/// A TCP forwarder from a port of its own to the server that can be switched off: while
+/// off it refuses nothing but closes every connection at once, and cuts those that are
+/// open, as a phone in a tunnel sees it.
+struct Network {
+    port: u16,
+    up: Arc<AtomicBool>,
+    switch: watch::Sender<bool>,
+}
+
+impl Network {
+    async fn to(server: std::net::SocketAddr) -> Network {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (switch, _) = watch::channel(true);
+        let (flag, switch_rx) = (up.clone(), switch.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut off = switch_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = off.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Network { port, up, switch }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        self.switch.send_replace(up);
+    }
+}
+
+/// A member of a post's running shift, found on the demo's rosters.
+struct Crew {
+    username: String,
+    member_id: String,
+    post_code: String,
+    lon: f64,
+    lat: f64,
+}
+
+/// The demo's organisation and rosters with no simulated fixes, and an admin token.
+async fn demo_server() -> (TestServer, String) {
+    let s = TestServer::start().await;
+    demo::load_with(
+        &s.state,
+        DemoOptions {
+            past_days: 0,
+            fixes: false,
+        },
+    )
+    .await
+    .expect("demo loads");
+    let admin = demo_token(&s, "admin").await;
+    (s, admin)
+}
+
+/// A demo account's access token.
+async fn demo_token(s: &TestServer, username: &str) -> String {
+    s.login(username, DEMO_PASSWORD).await.body["access_token"]
+        .as_str()
+        .expect("a demo login")
+        .to_owned()
+}
+
+/// A crew member of a kiosk or checkpoint rostered now (`skip` of them passed over).
+async fn crew_now(s: &TestServer, admin: &str, skip: usize) -> Crew {
+    let now = s.get("/api/v1/status/now", admin).await.body;
+    let post = now["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            (p["kind"] == "kiosk" || p["kind"] == "checkpoint")
+                && p["required"].as_u64().unwrap_or(0) >= 1
+        })
+        .expect("a kiosk or checkpoint rostered now")
+        .clone();
+    let shift = s
+        .get(
+            &format!("/api/v1/shifts/{}", post["shift_ids"][0].as_str().unwrap()),
+            admin,
+        )
+        .await
+        .body;
+    let mut crew: Vec<Value> = shift["member_ids"].as_array().unwrap().clone();
+    if let Some(team) = shift["team_id"].as_str() {
+        let team = s.get(&format!("/api/v1/teams/{team}"), admin).await.body;
+        crew.extend(team["member_ids"].as_array().unwrap().iter().cloned());
+    }
+    let member_id = crew[skip].as_str().unwrap().to_owned();
+    let member = s
+        .get(&format!("/api/v1/members/{member_id}"), admin)
+        .await
+        .body;
+    let post_body = s
+        .get(
+            &format!("/api/v1/posts/{}", post["post_id"].as_str().unwrap()),
+            admin,
+        )
+        .await
+        .body;
+    let at = &post_body["geometry"]["coordinates"];
+    Crew {
+        username: member["username"].as_str().unwrap().to_owned(),
+        member_id,
+        post_code: post["post_code"].as_str().unwrap().to_owned(),
+        lon: at[0].as_f64().unwrap(),
+        lat: at[1].as_f64().unwrap(),
+    }
+}
+
+/// The member's fixes as the server holds them.
+async fn fixes_of(s: &TestServer, admin: &str, member_id: &str) -> Vec<Value> {
+    s.get(
+        &format!("/api/v1/checkins?member_id={member_id}&limit=1000"),
+        admin,
+    )
+    .await
+    .body["items"]
+        .as_array()
+        .expect("a list of fixes")
+        .clone()
+}
+
+/// The phone's steps.
+trait Phone {
+    async fn open_app(&self, base: &str);
+    async fn allow_location(&self, base: &str);
+    async fn place(&self, lat: f64, lon: f64, accuracy: f64);
+    async fn offline(&self, off: bool);
+    async fn tap(&self, css: &str);
+    async fn type_into(&self, css: &str, text: &str);
+    async fn log_in(&self, username: &str, password: &str);
+    async fn text(&self, css: &str) -> String;
+    async fn queued(&self) -> u64;
+    async fn until_queued(&self, n: u64, what: &str);
+    async fn policy_kept(&self);
+}
+
+impl Phone for Browser {
+    async fn open_app(&self, base: &str) {
+        self.client
+            .goto(&format!("{base}/app/"))
+            .await
+            .expect("open the app");
+        self.until_js(
+            "the app to start",
+            Duration::from_secs(20),
+            "return document.body.dataset.ready === 'true'",
+        )
+        .await;
+    }
+
+    async fn allow_location(&self, base: &str) {
+        self.cdp(
+            "Browser.grantPermissions",
+            json!({"origin": base, "permissions": ["geolocation"]}),
+        )
+        .await;
+    }
+
+    async fn place(&self, lat: f64, lon: f64, accuracy: f64) {
+        self.cdp(
+            "Emulation.setGeolocationOverride",
+            json!({"latitude": lat, "longitude": lon, "accuracy": accuracy}),
+        )
+        .await;
+    }
+
+    async fn offline(&self, off: bool) {
+        self.cdp(
+            "Network.emulateNetworkConditions",
+            json!({"offline": off, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+        )
+        .await;
+    }
+
+    async fn tap(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("tap {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        field.clear().await.expect("clear");
+        field.send_keys(text).await.expect("type");
+    }
+
+    async fn log_in(&self, username: &str, password: &str) {
+        self.type_into("#login-form input[name=username]", username)
+            .await;
+        self.type_into("#login-form input[name=password]", password)
+            .await;
+        self.tap("#login-form button[type=submit]").await;
+        self.until_js(
+            "the login to open Today",
+            Duration::from_secs(20),
+            "return document.body.dataset.view === 'today'",
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.js(
+            "const n = document.querySelector(arguments[0]); return n ? n.textContent : null",
+            vec![json!(css)],
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    async fn queued(&self) -> u64 {
+        self.text("[data-queue]")
+            .await
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX)
+    }
+
+    async fn until_queued(&self, n: u64, what: &str) {
+        self.until(what, Duration::from_secs(30), || async {
+            self.queued().await == n
+        })
+        .await;
+    }
+
+    async fn policy_kept(&self) {
+        let violations = self
+            .js(
+                "return document.body.dataset.policyViolations || '0'",
+                vec![],
+            )
+            .await;
+        assert_eq!(violations, "0", "Content-Security-Policy violations");
+    }
+}
+
+/// Metres north as degrees of latitude.
+fn north(m: f64) -> f64 {
+    m / 111_195.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_is_installable_and_served_with_a_strict_policy() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = s.base.clone();
+
+    let moved = http.get(format!("{base}/app")).send().await.unwrap();
+    assert_eq!(moved.status(), 308);
+    assert_eq!(moved.headers()["location"], "/app/");
+
+    let page = http.get(format!("{base}/app/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for rule in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "manifest-src 'self'",
+        "worker-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(rule), "{rule} in {csp}");
+    }
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<html lang=\"zh-CN\">"), "Chinese first");
+    assert!(
+        !html.contains("<script>") && !html.contains(" style="),
+        "no inline code"
+    );
+
+    let manifest: Value = http
+        .get(format!("{base}/app/manifest.webmanifest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(manifest["name"], "巡防");
+    assert_eq!(manifest["start_url"], "/app/");
+    assert_eq!(manifest["scope"], "/app/");
+    assert_eq!(manifest["display"], "standalone");
+    assert_eq!(manifest["lang"], "zh-CN");
+    assert!(manifest["theme_color"].as_str().is_some());
+    for icon in manifest["icons"].as_array().unwrap() {
+        let res = http
+            .get(format!("{base}{}", icon["src"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{icon}");
+        let body = res.bytes().await.unwrap();
+        if icon["type"] == "image/png" {
+            // The PNG header's width and height are the size the manifest says.
+            let w = u32::from_be_bytes(body[16..20].try_into().unwrap());
+            let h = u32::from_be_bytes(body[20..24].try_into().unwrap());
+            assert_eq!(icon["sizes"], format!("{w}x{h}"));
+        }
+    }
+
+    // The worker caches every file of the shell, each of which is served, and names its
+    // cache by a version that the config repeats.
+    let worker = http.get(format!("{base}/app/sw.js")).send().await.unwrap();
+    assert_eq!(worker.headers()["cache-control"], "no-cache");
+    let worker = worker.text().await.unwrap();
+    let shell = worker
+        .lines()
+        .find_map(|l| l.strip_prefix("const SHELL = "))
+        .expect("the shell list");
+    let shell: Vec<String> = serde_json::from_str(shell.trim_end_matches(';')).unwrap();
+    assert!(shell.len() >= 10);
+    for path in &shell {
+        let res = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    let config: Value = http
+        .get(format!("{base}/app/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = config["version"].as_str().unwrap();
+    assert!(worker.contains(&format!("const VERSION = '{version}'")));
+    assert_eq!(config["timezone"], "Asia/Shanghai");
+    assert_eq!(config["max_accuracy_m"], 50.0);
+
+    // Not API: the document does not list the app.
+    let doc = s.get("/api/v1/openapi.json", "").await.body;
+    assert!(
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|p| !p.starts_with("/app"))
+    );
+    // An unknown file under /app/ is a problem+json 404, as everywhere.
+    let missing = http
+        .get(format!("{base}/app/nothing.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
+    let Some(binaries) = browser_or_skip("an_officer_goes_on_duty") else {
+        return;
+    };
+    let (s, admin) = demo_server().await;
+    let crew = crew_now(&s, &admin, 0).await;
+    let net = Network::to(s.base.trim_start_matches("http://").parse().unwrap()).await;
+    let base = net.base();
+    let phone = Browser::start_phone(binaries).await;
+    phone.allow_location(&base).await;
+    phone.place(crew.lat, crew.lon, 6.0).await;
+
+    phone.open_app(&base).await;
+    assert_eq!(
+        phone
+            .js("return document.documentElement.lang", vec![])
+            .await,
+        "zh-CN"
+    );
+    assert_eq!(phone.text("#login-form button[type=submit]").await, "登录");
+    phone.screenshot("app-login").await;
+    phone.log_in(&crew.username, DEMO_PASSWORD).await;
+    phone
+        .until(
+            "the running shift's post",
+            Duration::from_secs(15),
+            || async { phone.text("#shift-card").await.contains(&crew.post_code) },
+        )
+        .await;
+
+    // On duty: the on_duty fix reaches the server, and the app says it was delivered.
+    phone.tap("[data-action=on_duty]").await;
+    phone
+        .until(
+            "the on-duty fix on the server",
+            Duration::from_secs(20),
+            || async {
+                fixes_of(&s, &admin, &crew.member_id)
+                    .await
+                    .iter()
+                    .any(|f| f["kind"] == "on_duty")
+            },
+        )
+        .await;
+    phone
+        .until(
+            "the app to say delivered",
+            Duration::from_secs(10),
+            || async { phone.text("#action-result").await.contains("已送达") },
+        )
+        .await;
+    phone.until_queued(0, "an empty queue").await;
+    let on_duty = fixes_of(&s, &admin, &crew.member_id).await;
+    let fix = on_duty.iter().find(|f| f["kind"] == "on_duty").unwrap();
+    assert!((fix["lat"].as_f64().unwrap() - crew.lat).abs() < 1e-6);
+    assert_eq!(fix["accuracy_m"], 6.0);
+    assert!(fix["shift_id"].is_string() && fix["post_id"].is_string());
+
+    // Moving 25 m (over the 20 m setting) sends a ping at once.
+    phone.place(crew.lat + north(25.0), crew.lon, 6.0).await;
+    phone
+        .until("a ping after 25 m", Duration::from_secs(20), || async {
+            fixes_of(&s, &admin, &crew.member_id)
+                .await
+                .iter()
+                .any(|f| f["kind"] == "ping")
+        })
+        .await;
+    phone.screenshot("app-on-duty").await;
+    let before = fixes_of(&s, &admin, &crew.member_id).await.len();
+
+    // The network goes: five moves make five fixes that wait on the phone.
+    net.set(false);
+    phone.offline(true).await;
+    for step in 1..=5u32 {
+        phone
+            .place(
+                crew.lat + north(25.0 + 25.0 * f64::from(step)),
+                crew.lon,
+                6.0,
+            )
+            .await;
+        phone
+            .until_queued(u64::from(step), &format!("{step} fixes queued"))
+            .await;
+    }
+    phone
+        .until(
+            "the app to say it is offline",
+            Duration::from_secs(5),
+            || async { phone.text("#net").await == "离线" },
+        )
+        .await;
+    phone.screenshot("app-offline-queue").await;
+    let queued = read_outbox(&phone).await;
+    assert_eq!(queued.len(), 5, "five fixes in IndexedDB");
+    assert_eq!(fixes_of(&s, &admin, &crew.member_id).await.len(), before);
+
+    // The app is closed and opened again with no network: the service worker serves it,
+    // and the queue is still there.
+    phone.client.goto("about:blank").await.unwrap();
+    phone.open_app(&base).await;
+    assert_eq!(
+        phone.js("return document.body.dataset.view", vec![]).await,
+        "today",
+        "the login outlives closing the app"
+    );
+    // Still on duty, the reopened app takes a position at once: that one waits too.
+    phone
+        .until(
+            "the queue after reopening",
+            Duration::from_secs(30),
+            || async { phone.queued().await >= 5 },
+        )
+        .await;
+    let waiting = read_outbox(&phone).await;
+    assert!(queued.iter().all(|id| waiting.contains(id)), "nothing lost");
+
+    // The network returns: every waiting fix is stored, once.
+    phone.offline(false).await;
+    net.set(true);
+    phone.until_queued(0, "the queue to drain").await;
+    let stored = fixes_of(&s, &admin, &crew.member_id).await;
+    assert!(stored.len() >= before + waiting.len());
+    for id in &waiting {
+        assert_eq!(
+            stored
+                .iter()
+                .filter(|f| f["client_id"] == id.as_str())
+                .count(),
+            1,
+            "{id} stored once"
+        );
+    }
+    let mut ids: Vec<&str> = stored
+        .iter()
+        .map(|f| f["client_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), stored.len(), "no fix stored twice");
+
+    // Off duty ends tracking: moving on sends nothing more.
+    phone.tap("[data-action=off_duty]").await;
+    phone
+        .until("the off-duty fix", Duration::from_secs(20), || async {
+            fixes_of(&s, &admin, &crew.member_id)
+                .await
+                .iter()
+                .any(|f| f["kind"] == "off_duty")
+        })
+        .await;
+    let after = fixes_of(&s, &admin, &crew.member_id).await.len();
+    phone.place(crew.lat + north(400.0), crew.lon, 6.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fixes_of(&s, &admin, &crew.member_id).await.len(), after);
+    phone.policy_kept().await;
+}
+
+/// The client_ids waiting in the app's IndexedDB queue.
+async fn read_outbox(phone: &Browser) -> Vec<String> {
+    phone
+        .js(
+            "window.__outbox = null;
+             const req = indexedDB.open('patrol');
+             req.onsuccess = () => {
+               const all = req.result.transaction('outbox').objectStore('outbox').getAllKeys();
+               all.onsuccess = () => { window.__outbox = all.result; };
+             };
+             return true;",
+            vec![],
+        )
+        .await;
+    phone
+        .until("the outbox to be read", Duration::from_secs(5), || async {
+            phone.js("return window.__outbox !== null", vec![]).await == json!(true)
+        })
+        .await;
+    serde_json::from_value(phone.js("return window.__outbox", vec![]).await).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_ended_on_the_server_keeps_the_queue_until_the_next_login() {
+    let Some(binaries) = browser_or_skip("a_login_ended_on_the_server") else {
+        return;
+    };
+    let (s, admin) = demo_server().await;
+    let crew = crew_now(&s, &admin, 0).await;
+    let net = Network::to(s.base.trim_start_matches("http://").parse().unwrap()).await;
+    let base = net.base();
+    let phone = Browser::start_phone(binaries).await;
+    phone.allow_location(&base).await;
+    phone.place(crew.lat, crew.lon, 5.0).await;
+    phone.open_app(&base).await;
+    phone.log_in(&crew.username, DEMO_PASSWORD).await;
+
+    // Offline, the member arrives: one fix waits.
+    net.set(false);
+    phone.offline(true).await;
+    phone.tap("[data-action=arrive]").await;
+    phone.until_queued(1, "the arrival queued").await;
+
+    // Meanwhile the phone is reported lost and every login of the member is ended.
+    let ended = s
+        .delete(
+            &format!("/api/v1/members/{}/sessions", crew.member_id),
+            &admin,
+        )
+        .await;
+    assert!(ended.status.is_success(), "{:?}", ended.body);
+
+    // Back online: the refresh is refused, the app asks for the login and keeps the fix.
+    phone.offline(false).await;
+    net.set(true);
+    phone
+        .until_js(
+            "the login form",
+            Duration::from_secs(30),
+            "return document.body.dataset.view === 'login'",
+        )
+        .await;
+    assert!(
+        phone.text("#login-note").await.contains('1'),
+        "says one waits"
+    );
+    assert_eq!(read_outbox(&phone).await.len(), 1);
+    assert!(
+        fixes_of(&s, &admin, &crew.member_id)
+            .await
+            .iter()
+            .all(|f| f["kind"] != "arrive")
+    );
+
+    // Logging in again sends it.
+    phone.log_in(&crew.username, DEMO_PASSWORD).await;
+    phone.until_queued(0, "the queue to drain").await;
+    let stored = fixes_of(&s, &admin, &crew.member_id).await;
+    assert_eq!(stored.iter().filter(|f| f["kind"] == "arrive").count(), 1);
+    phone.policy_kept().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sos_raises_an_open_alert_a_commander_sees() {
+    let Some(binaries) = browser_or_skip("an_sos_raises_an_open_alert") else {
+        return;
+    };
+    let (s, admin) = demo_server().await;
+    let crew = crew_now(&s, &admin, 0).await;
+    let base = s.base.clone();
+    let phone = Browser::start_phone(binaries).await;
+    phone.allow_location(&base).await;
+    phone.place(crew.lat, crew.lon, 7.0).await;
+    phone.open_app(&base).await;
+    phone.log_in(&crew.username, DEMO_PASSWORD).await;
+
+    // One deliberate action: the button asks, the confirmation sends.
+    phone.tap("[data-action=sos]").await;
+    assert_eq!(
+        phone.js("return document.body.dataset.view", vec![]).await,
+        "sos"
+    );
+    phone.screenshot("app-sos-confirm").await;
+    phone.tap("[data-action=sos_confirm]").await;
+    let commander = demo_token(&s, "cmd.district").await;
+    phone
+        .until("an open SOS alert", Duration::from_secs(30), || async {
+            s.get("/api/v1/alerts?state=open&limit=100", &commander)
+                .await
+                .body["items"]
+                .as_array()
+                .is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|a| a["kind"] == "sos" && a["member_id"] == crew.member_id.as_str())
+                })
+        })
+        .await;
+    phone
+        .until(
+            "the app to say the SOS was delivered",
+            Duration::from_secs(10),
+            || async { phone.text("#sos-status").await.contains("已送达") },
+        )
+        .await;
+    phone.screenshot("app-sos-sent").await;
+
+    // It keeps sending every 10 s until cancelled.
+    phone.place(crew.lat + north(5.0), crew.lon, 7.0).await;
+    phone
+        .until("a second SOS fix", Duration::from_secs(25), || async {
+            fixes_of(&s, &admin, &crew.member_id)
+                .await
+                .iter()
+                .filter(|f| f["kind"] == "sos")
+                .count()
+                >= 2
+        })
+        .await;
+    phone.tap("[data-action=sos_cancel]").await;
+    assert!(phone.text("#action-result").await.contains("求救已取消"));
+    let sent = fixes_of(&s, &admin, &crew.member_id)
+        .await
+        .iter()
+        .filter(|f| f["kind"] == "sos")
+        .count();
+    phone.place(crew.lat + north(10.0), crew.lon, 7.0).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        fixes_of(&s, &admin, &crew.member_id)
+            .await
+            .iter()
+            .filter(|f| f["kind"] == "sos")
+            .count(),
+        sent,
+        "nothing after the cancel"
+    );
+    phone.policy_kept().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn english_is_a_choice_the_device_remembers() {
+    let Some(binaries) = browser_or_skip("english_is_a_choice") else {
+        return;
+    };
+    let s = TestServer::start().await;
+    let base = s.base.clone();
+    let phone = Browser::start_phone(binaries).await;
+    phone.open_app(&base).await;
+    assert_eq!(phone.text("#view-login h1").await, "登录");
+    phone.tap("#view-login [data-action=lang]").await;
+    assert_eq!(phone.text("#view-login h1").await, "Log in");
+    assert_eq!(
+        phone
+            .js("return document.documentElement.lang", vec![])
+            .await,
+        "en"
+    );
+    phone.client.refresh().await.unwrap();
+    phone.open_app(&base).await;
+    assert_eq!(phone.text("#view-login h1").await, "Log in");
+    assert_eq!(phone.text("[data-action=lang]").await, "中文");
+    phone.screenshot("app-login-en").await;
+    phone.tap("#view-login [data-action=lang]").await;
+    assert_eq!(phone.text("#view-login h1").await, "登录");
+    phone.policy_kept().await;
+}
