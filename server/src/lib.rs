@@ -29,10 +29,15 @@ pub mod sqlite_reads;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 pub mod webhook;
 
-use std::{any::Any, future::Future};
+use std::{
+    any::Any,
+    future::{Future, IntoFuture},
+    sync::Arc,
+};
 
 use axum::{
     Router,
@@ -78,12 +83,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests up to
-/// the configured grace period, and closes the database pool.
+/// the configured grace period, and closes the database pool. HTTPS when the settings name
+/// a certificate and key (read here; an unusable one is an error before anything runs).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match &state.settings.tls {
+        Some(files) => Some(tls::server_config(files)?),
+        None => None,
+    };
+    serve_with(listener, state, tls, shutdown).await
+}
+
+/// [`serve`] with the TLS configuration already loaded (`None`: plain HTTP).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Before the background tasks start, so that a failure leaves none running.
+    let listener = match tls {
+        Some(config) => Bound::Tls(tls::TlsListener::new(listener, config)?),
+        None => Bound::Plain(listener),
+    };
     let grace = state.settings.shutdown_timeout;
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let hub = state.events.hub.clone();
@@ -97,7 +122,15 @@ pub async fn serve(
     let packer = db::writer_options(&state.settings, packs::CACHE_KIB).map(packs::spawn_packer);
     let evaluator = alerts::spawn_evaluator(state.clone());
     let watcher = alerts::spawn_post_watcher(state.clone());
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
+    // Both kinds of listener make the same future type.
+    let server = match listener {
+        Bound::Plain(plain) => axum::serve(plain, app(state.clone()))
+            .with_graceful_shutdown(signal)
+            .into_future(),
+        Bound::Tls(tls) => axum::serve(tls, app(state.clone()))
+            .with_graceful_shutdown(signal)
+            .into_future(),
+    };
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             tracing::info!("shutting down: finishing in-flight requests");
@@ -119,6 +152,12 @@ pub async fn serve(
     watcher.abort();
     state.db.close_by_ref().await.ok();
     Ok(())
+}
+
+/// The listener [`serve_with`] accepts on.
+enum Bound {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
 }
 
 async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {

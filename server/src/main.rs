@@ -54,6 +54,42 @@ enum Command {
     },
     /// Print the OpenAPI document (the content of api-spec/openapi.json)
     Openapi,
+    /// Make a certificate for serving HTTPS (PATROL_TLS_CERT, PATROL_TLS_KEY)
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Write patrol-cert.pem and patrol-key.pem for the server, and patrol-ca.pem for phones to install: a certificate for --host signed by a one-off CA whose key is not kept
+    SelfSigned {
+        /// DNS name or IP address phones use to reach the server (repeat for more)
+        #[arg(long = "host", value_name = "NAME_OR_IP", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write into (made if missing)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out_dir: std::path::PathBuf,
+        /// Days the certificate is valid; iOS refuses more than 825
+        #[arg(long, value_name = "N", default_value_t = patrol_server::tls::MAX_APPLE_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Replace files that exist already
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a new private key (patrol-key.pem) and a certificate signing request (patrol.csr) for --host, for the network's own CA to sign
+    Csr {
+        /// DNS name or IP address phones use to reach the server (repeat for more)
+        #[arg(long = "host", value_name = "NAME_OR_IP", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write into (made if missing)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out_dir: std::path::PathBuf,
+        /// Replace files that exist already
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +149,10 @@ fn main() -> anyhow::Result<()> {
         println!("{}", patrol_server::openapi().to_pretty_json()?);
         return Ok(());
     }
+    // Before the settings: PATROL_TLS_CERT may already name the files this writes.
+    if let Command::Tls { command } = cli.command {
+        return tls_command(command);
+    }
     let settings = Settings::load(cli.settings)?;
     telemetry::init(settings.log_format);
     tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +165,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve { demo } => {
             let bind = settings.bind;
+            // Read before the database is touched, so that a bad certificate stops at once.
+            let tls = match &settings.tls {
+                Some(files) => Some(patrol_server::tls::server_config(files)?),
+                None => None,
+            };
             tracing::info!(database = %settings.database_url_redacted(), "starting");
             let state = patrol_server::start(settings).await?;
             if demo {
@@ -140,8 +185,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
-            tracing::info!("listening on http://{}", listener.local_addr()?);
-            patrol_server::serve(listener, state, shutdown_signal()).await?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
+            patrol_server::serve_with(listener, state, tls, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
         Command::Migrate => {
@@ -245,8 +291,55 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Openapi => unreachable!("handled before the runtime starts"),
+        Command::Openapi | Command::Tls { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
+    Ok(())
+}
+
+fn tls_command(command: TlsCommand) -> anyhow::Result<()> {
+    use patrol_server::tls;
+
+    let (written, next) = match command {
+        TlsCommand::SelfSigned {
+            hosts,
+            out_dir,
+            days,
+            force,
+        } => {
+            let written = tls::write_self_signed(&out_dir, &hosts, days, force)?;
+            let next = format!(
+                "Install {} on each phone as a CA certificate (README: HTTPS for phones).",
+                out_dir.join(tls::CA_FILE).display()
+            );
+            (written, next)
+        }
+        TlsCommand::Csr {
+            hosts,
+            out_dir,
+            force,
+        } => {
+            let written = tls::write_signing_request(&out_dir, &hosts, force)?;
+            let next = format!(
+                "Have the network's CA sign {}; save the certificate it returns, followed by any intermediate certificates, as {}.",
+                out_dir.join(tls::CSR_FILE).display(),
+                out_dir.join(tls::CERT_FILE).display()
+            );
+            (written, next)
+        }
+    };
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    println!("{next}");
+    let dir = written[0].parent().unwrap_or(std::path::Path::new("."));
+    println!("Then start the server with (0.0.0.0 listens on every interface, for the phones):");
+    println!(
+        "  PATROL_TLS_CERT={} PATROL_TLS_KEY={} PATROL_BIND=0.0.0.0:8443 patrol serve",
+        dir.join(tls::CERT_FILE).display(),
+        dir.join(tls::KEY_FILE).display()
+    );
     Ok(())
 }
 

@@ -233,6 +233,12 @@ pub struct SettingsArgs {
         hide_env_values = true
     )]
     pub webhook_secret: Option<String>,
+    /// PEM certificate (the server's first, then any intermediates) to serve HTTPS with; needs --tls-key [default: none, plain HTTP]
+    #[arg(long, global = true, env = "PATROL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; needs --tls-cert [default: none]
+    #[arg(long, global = true, env = "PATROL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -270,6 +276,8 @@ struct SettingsFile {
     event_history: Option<usize>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Log line format.
@@ -365,6 +373,19 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     /// XYZ tile URL template of the console's background map, if any.
     pub tile_url: Option<TileUrl>,
+    /// The certificate and key to serve HTTPS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the HTTPS certificate chain and its private key. Only their paths are
+/// settings: they are read when the server starts (`crate::tls::server_config`), so that
+/// commands other than `serve` do not depend on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Private key of the first certificate.
+    pub key: PathBuf,
 }
 
 /// An XYZ tile URL template (`{z}`, `{x}` and `{y}` in an http or https URL), checked
@@ -613,7 +634,29 @@ impl Settings {
             .or(file.webhook_secret)
             .filter(|s| !s.is_empty())
             .map(Secret);
+        let tls = match (
+            args.tls_cert
+                .or(file.tls_cert)
+                .filter(|p| !p.as_os_str().is_empty()),
+            args.tls_key
+                .or(file.tls_key)
+                .filter(|p| !p.as_os_str().is_empty()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!(
+                    "tls_cert (PATROL_TLS_CERT) is set but tls_key (PATROL_TLS_KEY) is not; HTTPS needs both"
+                )
+            }
+            (None, Some(_)) => {
+                bail!(
+                    "tls_key (PATROL_TLS_KEY) is set but tls_cert (PATROL_TLS_CERT) is not; HTTPS needs both"
+                )
+            }
+        };
         Ok(Settings {
+            tls,
             alert_interval: Duration::from_secs(alert_every_s),
             route_idle_min,
             sos_hold_min,
@@ -757,6 +800,41 @@ mod tests {
         let s = Settings::resolve(args, SettingsFile::default()).unwrap();
         assert_eq!(s.tile_url.unwrap().origin(), "http://10.0.0.5");
         assert!(Settings::default().tile_url.is_none());
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let s = Settings::resolve(SettingsArgs::default(), SettingsFile::default()).unwrap();
+        assert!(s.tls.is_none());
+        let file: SettingsFile =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
+        let args = SettingsArgs {
+            tls_key: Some("flag-k.pem".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, file).unwrap();
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "flag-k.pem".into()
+            })
+        );
+        let args = SettingsArgs {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        let e = Settings::resolve(args, SettingsFile::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("tls_key (PATROL_TLS_KEY) is not"),
+            "{e}"
+        );
+        let file: SettingsFile = toml::from_str("tls_key = \"k.pem\"").unwrap();
+        let e = Settings::resolve(SettingsArgs::default(), file).unwrap_err();
+        assert!(
+            e.to_string().contains("tls_cert (PATROL_TLS_CERT) is not"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -146,6 +146,9 @@ fn help_describes_every_command() {
         "PATROL_BIND",
         "PATROL_JWT_SECRET",
         "PATROL_TIMEZONE",
+        "PATROL_TLS_CERT",
+        "PATROL_TLS_KEY",
+        "tls",
         "--config",
     ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
@@ -168,6 +171,8 @@ fn help_describes_every_command() {
         &["serve", "--help"][..],
         &["migrate", "--help"],
         &["openapi", "--help"],
+        &["tls", "self-signed", "--help"],
+        &["tls", "csr", "--help"],
     ] {
         assert!(
             Command::new(BIN)
@@ -357,6 +362,124 @@ fn bad_settings_stop_the_start_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn tls_self_signed_writes_a_certificate_that_serve_speaks_https_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
+    let make = |extra: &[&str]| {
+        patrol(dir.path(), &url)
+            .args(["tls", "self-signed", "--host", "127.0.0.1", "--host"])
+            .args(["localhost", "--out-dir", "certs", "--days", "30"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = make(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "certs/patrol-cert.pem",
+        "certs/patrol-key.pem",
+        "certs/patrol-ca.pem",
+        "PATROL_TLS_CERT=certs/patrol-cert.pem",
+        "PATROL_TLS_KEY=certs/patrol-key.pem",
+    ] {
+        assert!(said.contains(word), "lacks {word}: {said}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(dir.path().join("certs/patrol-key.pem")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+    let again = make(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(make(&["--force"]).status.success());
+
+    // Started with them, it says https and answers a client that trusts patrol-ca.pem.
+    let port = free_port();
+    let mut child = patrol(dir.path(), &url)
+        .env("PATROL_BIND", format!("127.0.0.1:{port}"))
+        .env("PATROL_TLS_CERT", "certs/patrol-cert.pem")
+        .env("PATROL_TLS_KEY", "certs/patrol-key.pem")
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = format!("listening on https://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains(&listening) => break,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("patrol serve ended: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no {listening:?}");
+    }
+    let ca = std::fs::read(dir.path().join("certs/patrol-ca.pem")).unwrap();
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            ::reqwest::Client::builder()
+                .add_root_certificate(::reqwest::Certificate::from_pem(&ca).unwrap())
+                .build()
+                .unwrap()
+                .get(format!("https://localhost:{port}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    assert_eq!(status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A key of another certificate, or a missing file: serve stops, naming the problem.
+    let out = patrol(dir.path(), &url)
+        .args(["tls", "csr", "--host", "127.0.0.1", "--out-dir", "other"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("other/patrol.csr").exists());
+    for (cert, key, says) in [
+        (
+            "certs/patrol-cert.pem",
+            "other/patrol-key.pem",
+            "does not belong",
+        ),
+        ("certs/missing.pem", "certs/patrol-key.pem", "missing.pem"),
+    ] {
+        let out = patrol(dir.path(), &url)
+            .env("PATROL_BIND", format!("127.0.0.1:{}", free_port()))
+            .env("PATROL_TLS_CERT", cert)
+            .env("PATROL_TLS_KEY", key)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cert} with {key} served");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{cert} with {key}: {err}");
+    }
+    let out = patrol(dir.path(), &url)
+        .env("PATROL_TLS_CERT", "certs/patrol-cert.pem")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PATROL_TLS_KEY"));
 }
 
 #[test]

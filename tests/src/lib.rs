@@ -117,7 +117,7 @@ pub async fn fresh_database() -> (String, TestDb) {
 
 /// A running server on its own database.
 pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when the settings name a certificate).
     pub base: String,
     /// The server's state (database pool and settings).
     pub state: AppState,
@@ -199,7 +199,21 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        // With a certificate in the settings the server speaks HTTPS only, and the client
+        // trusts each certificate of its chain file.
+        let scheme = if state.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(files) = &state.settings.tls {
+            let pem = std::fs::read(&files.cert).expect("certificate file");
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("PEM certificates") {
+                client = client.add_root_certificate(cert);
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
@@ -212,10 +226,7 @@ impl TestServer {
         TestServer {
             base,
             state,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
+            client: client.build().expect("client"),
             shutdown: Some(tx),
             task: Some(task),
             _db: db,
