@@ -121,6 +121,7 @@ async function boot() {
     queue.setTarget(null);
     showLogin();
   }
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
   document.body.dataset.ready = 'true';
 }
 

@@ -111,7 +111,7 @@ function wire() {
       const member = await api.login($('login-username').value.trim(), $('login-password').value);
       if (member.role !== 'admin' && member.role !== 'commander') {
         await api.logout();
-        showLogin('The console is for commanders and administrators.');
+        showLogin('The console is for commanders and administrators. Officers, volunteers and kiosk crews: use the phone app at /app/ (巡防手机应用).');
         return;
       }
       $('login-password').value = '';

@@ -124,19 +124,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
     let csp = HeaderValue::from_str(&content_security_policy(settings))
         .expect("the tile URL was checked when the settings were read");
     let policy = Arc::new(Policy { csp });
-    let mut router = Router::new();
-    for asset in ASSETS {
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(asset.body))[..32]);
-        let policy = policy.clone();
-        router = router.route(
-            asset.path,
-            get(move |headers: HeaderMap| {
-                let policy = policy.clone();
-                let etag = etag.clone();
-                async move { serve_asset(asset, &etag, &headers, &policy) }
-            }),
-        );
-    }
+    let router = serve_assets(Router::new(), ASSETS, &policy);
     router.route(
         "/console/config.json",
         get(move |State(state): State<AppState>| {
@@ -155,28 +143,145 @@ pub fn router(settings: &Settings) -> Router<AppState> {
     )
 }
 
-/// Answers with an embedded file, or 304 when the browser already has this version.
-pub(crate) fn serve_asset(
-    asset: &Asset,
-    etag: &str,
-    headers: &HeaderMap,
-    policy: &Policy,
-) -> Response {
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut response = if fresh {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
-    };
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
+/// An embedded file ready to serve: its validator, and a gzip copy when that is smaller
+/// (a phone on a slow network loads the whole app on its first visit).
+pub(crate) struct Prepared {
+    asset: &'static Asset,
+    etag: String,
+    gzip: Option<(Vec<u8>, String)>,
+}
+
+impl Prepared {
+    fn new(asset: &'static Asset) -> Prepared {
+        let tag = hex::encode(Sha256::digest(asset.body));
+        let gzip = {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut encoder, asset.body)
+                .and_then(|()| encoder.finish())
+                .ok()
+                .filter(|z| z.len() + 64 < asset.body.len())
+                .map(|z| (z, format!("\"{}-gz\"", &tag[..32])))
+        };
+        Prepared {
+            asset,
+            etag: format!("\"{}\"", &tag[..32]),
+            gzip,
+        }
     }
-    // Revalidate every time: a new binary must not run with yesterday's script.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    policy.apply(&mut response);
-    response
+
+    /// Answers with the file, gzipped when the browser takes it, or 304 when the
+    /// browser already has this version.
+    fn serve(&self, headers: &HeaderMap, policy: &Policy) -> Response {
+        let gzip = self.gzip.as_ref().filter(|_| accepts_gzip(headers));
+        let etag = gzip.map_or(self.etag.as_str(), |(_, etag)| etag.as_str());
+        let fresh = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let mut response = if fresh {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else if let Some((body, _)) = gzip {
+            (
+                [
+                    (header::CONTENT_TYPE, self.asset.content_type),
+                    (header::CONTENT_ENCODING, "gzip"),
+                ],
+                body.clone(),
+            )
+                .into_response()
+        } else {
+            (
+                [(header::CONTENT_TYPE, self.asset.content_type)],
+                self.asset.body,
+            )
+                .into_response()
+        };
+        let h = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            h.insert(header::ETAG, v);
+        }
+        if self.gzip.is_some() {
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        // Revalidate every time: a new binary must not run with yesterday's script.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        policy.apply(&mut response);
+        response
+    }
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (and does not refuse it with q=0).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// Adds a route for each file.
+pub(crate) fn serve_assets(
+    mut router: Router<AppState>,
+    assets: impl IntoIterator<Item = &'static Asset>,
+    policy: &Arc<Policy>,
+) -> Router<AppState> {
+    for asset in assets {
+        let prepared = Arc::new(Prepared::new(asset));
+        let policy = policy.clone();
+        router = router.route(
+            asset.path,
+            get(move |headers: HeaderMap| {
+                let (prepared, policy) = (prepared.clone(), policy.clone());
+                async move { prepared.serve(&headers, &policy) }
+            }),
+        );
+    }
+    router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_those_who_take_it() {
+        assert!(accepts_gzip(&accept("gzip, deflate, br, zstd")));
+        assert!(accepts_gzip(&accept("br;q=1.0, gzip;q=0.8")));
+        assert!(accepts_gzip(&accept("*")));
+        assert!(!accepts_gzip(&accept("gzip;q=0")));
+        assert!(!accepts_gzip(&accept("br, identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_file_of_the_console_is_served_whole_or_gzipped_smaller() {
+        for asset in ASSETS {
+            let p = Prepared::new(asset);
+            if let Some((z, etag)) = &p.gzip {
+                assert!(z.len() < asset.body.len(), "{}", asset.path);
+                assert_ne!(etag, &p.etag);
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&z[..]), &mut out)
+                    .unwrap();
+                assert_eq!(out, asset.body);
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::State,
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Redirect},
     routing::get,
 };
@@ -18,7 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    console::{Asset, CSS, HTML, JS, Policy, serve_asset},
+    console::{Asset, CSS, HTML, JS, Policy, serve_assets},
     settings::Settings,
     state::AppState,
 };
@@ -122,19 +122,11 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         content_type: JS,
         body: Box::leak(worker_script(version).into_bytes().into_boxed_slice()),
     }));
-    let mut router = Router::new().route("/app", get(|| async { Redirect::permanent("/app/") }));
-    for asset in ASSETS.iter().chain(std::iter::once(worker)) {
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(asset.body))[..32]);
-        let policy = policy.clone();
-        router = router.route(
-            asset.path,
-            get(move |headers: HeaderMap| {
-                let policy = policy.clone();
-                let etag = etag.clone();
-                async move { serve_asset(asset, &etag, &headers, &policy) }
-            }),
-        );
-    }
+    let router = serve_assets(
+        Router::new().route("/app", get(|| async { Redirect::permanent("/app/") })),
+        ASSETS.iter().chain(std::iter::once(worker)),
+        &policy,
+    );
     router.route(
         "/app/config.json",
         get(move |State(state): State<AppState>| {

@@ -87,7 +87,10 @@ impl Browser {
     pub async fn start(binaries: (PathBuf, PathBuf)) -> Browser {
         Browser::launch(
             binaries,
-            &["--window-size=1280,900", "--lang=en-GB"],
+            &[
+                "--window-size=1280,900".to_owned(),
+                "--lang=en-GB".to_owned(),
+            ],
             serde_json::Map::new(),
         )
         .await
@@ -95,6 +98,11 @@ impl Browser {
 
     /// A phone: 390×844 CSS pixels at 3× with touch, in Chinese.
     pub async fn start_phone(binaries: (PathBuf, PathBuf)) -> Browser {
+        Browser::start_phone_with(binaries, &[]).await
+    }
+
+    /// A phone with more command-line switches for Chromium.
+    pub async fn start_phone_with(binaries: (PathBuf, PathBuf), switches: &[String]) -> Browser {
         let mut extra = serde_json::Map::new();
         extra.insert(
             "mobileEmulation".into(),
@@ -103,12 +111,17 @@ impl Browser {
                 "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36",
             }),
         );
-        Browser::launch(binaries, &["--window-size=390,844", "--lang=zh-CN"], extra).await
+        let mut args = vec![
+            "--window-size=390,844".to_owned(),
+            "--lang=zh-CN".to_owned(),
+        ];
+        args.extend_from_slice(switches);
+        Browser::launch(binaries, &args, extra).await
     }
 
     async fn launch(
         (chromium, driver): (PathBuf, PathBuf),
-        window: &[&str],
+        window: &[String],
         extra: serde_json::Map<String, Value>,
     ) -> Browser {
         let port = {
@@ -148,7 +161,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
         ];
-        args.extend_from_slice(window);
+        args.extend(window.iter().map(String::as_str));
         let mut options = json!({
             "binary": chromium,
             "args": args,

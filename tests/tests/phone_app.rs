@@ -20,9 +20,11 @@ use api_tests::{
     TestServer,
     browser::{Browser, browser_or_skip},
 };
+use base64::Engine;
 use fantoccini::Locator;
 use patrol_server::demo::{self, DEMO_PASSWORD, DemoOptions};
 use serde_json::{Value, json};
+use sha2::Digest;
 use tokio::{net::TcpListener, sync::watch};
 
 /// A TCP forwarder from a port of its own to the server that can be switched off: while
@@ -391,6 +393,30 @@ async fn the_app_is_installable_and_served_with_a_strict_policy() {
     assert_eq!(config["timezone"], "Asia/Shanghai");
     assert_eq!(config["max_accuracy_m"], 50.0);
 
+    // Text files go gzipped to a browser that takes it, whole to one that does not.
+    let zipped = http
+        .get(format!("{base}/app/app.js"))
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["vary"], "accept-encoding");
+    let plain = http.get(format!("{base}/app/app.js")).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert!(zipped.bytes().await.unwrap().len() * 2 < plain.bytes().await.unwrap().len());
+
+    // The console sends officers, volunteers and kiosk crews here.
+    let console = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(console.contains("href=\"/app/\""));
+
     // Not API: the document does not list the app.
     let doc = s.get("/api/v1/openapi.json", "").await.body;
     assert!(
@@ -435,6 +461,12 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
     );
     assert_eq!(phone.text("#login-form button[type=submit]").await, "登录");
     phone.screenshot("app-login").await;
+    let first_load = transferred(&phone).await;
+    println!("app first load: {first_load} bytes transferred");
+    assert!(
+        first_load < 150_000,
+        "the app's first load is {first_load} bytes"
+    );
     phone.log_in(&crew.username, DEMO_PASSWORD).await;
     phone
         .until(
@@ -516,6 +548,12 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
     // and the queue is still there.
     phone.client.goto("about:blank").await.unwrap();
     phone.open_app(&base).await;
+    println!(
+        "app opened from its cache with no network: interactive after {} ms",
+        phone
+            .js("return document.body.dataset.readyMs", vec![])
+            .await
+    );
     assert_eq!(
         phone.js("return document.body.dataset.view", vec![]).await,
         "today",
@@ -571,6 +609,22 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fixes_of(&s, &admin, &crew.member_id).await.len(), after);
     phone.policy_kept().await;
+}
+
+/// Bytes the page and everything it loaded took over the network (headers included).
+async fn transferred(phone: &Browser) -> u64 {
+    // Resources load on; wait until the service worker has fetched the shell too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    phone
+        .js(
+            "return performance.getEntriesByType('navigation')
+               .concat(performance.getEntriesByType('resource'))
+               .reduce((sum, e) => sum + (e.transferSize || 0), 0)",
+            vec![],
+        )
+        .await
+        .as_u64()
+        .expect("a byte count")
 }
 
 /// The client_ids waiting in the app's IndexedDB queue.
@@ -758,5 +812,73 @@ async fn english_is_a_choice_the_device_remembers() {
     phone.screenshot("app-login-en").await;
     phone.tap("#view-login [data-action=lang]").await;
     assert_eq!(phone.text("#view-login h1").await, "登录");
+    phone.policy_kept().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_app_locates_installs_its_worker_and_checks_in() {
+    let Some(binaries) = browser_or_skip("over_https_the_app") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    patrol_server::tls::write_self_signed(dir.path(), &hosts, 30, false).expect("certificate");
+    let files = patrol_server::settings::TlsFiles {
+        cert: dir.path().join(patrol_server::tls::CERT_FILE),
+        key: dir.path().join(patrol_server::tls::KEY_FILE),
+    };
+    let s = TestServer::start_with(|settings| settings.tls = Some(files)).await;
+    assert!(s.base.starts_with("https://"));
+    demo::load_with(
+        &s.state,
+        DemoOptions {
+            past_days: 0,
+            fixes: false,
+        },
+    )
+    .await
+    .expect("demo loads");
+    let admin = demo_token(&s, "admin").await;
+    let crew = crew_now(&s, &admin, 0).await;
+
+    // The phone trusts the server's key, as one that installed the certificate does.
+    let key = std::fs::read_to_string(dir.path().join(patrol_server::tls::KEY_FILE)).unwrap();
+    let spki =
+        rcgen::PublicKeyData::subject_public_key_info(&rcgen::KeyPair::from_pem(&key).unwrap());
+    let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki));
+    let phone = Browser::start_phone_with(
+        binaries,
+        &[format!("--ignore-certificate-errors-spki-list={pin}")],
+    )
+    .await;
+    let base = s.base.replace("127.0.0.1", "localhost");
+    phone.allow_location(&base).await;
+    phone.place(crew.lat, crew.lon, 4.0).await;
+    phone.open_app(&base).await;
+    assert_eq!(
+        phone.js("return window.isSecureContext", vec![]).await,
+        json!(true)
+    );
+    phone.log_in(&crew.username, DEMO_PASSWORD).await;
+    phone.tap("[data-action=arrive]").await;
+    phone
+        .until(
+            "the arrival over https",
+            Duration::from_secs(20),
+            || async {
+                fixes_of(&s, &admin, &crew.member_id)
+                    .await
+                    .iter()
+                    .any(|f| f["kind"] == "arrive")
+            },
+        )
+        .await;
+    phone
+        .until_js(
+            "the service worker to take the page",
+            Duration::from_secs(20),
+            "return Boolean(navigator.serviceWorker && navigator.serviceWorker.controller)",
+        )
+        .await;
     phone.policy_kept().await;
 }
