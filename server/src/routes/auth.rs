@@ -93,10 +93,36 @@ pub async fn login(
     if username.is_empty() || username.len() > 256 || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
+    throttle(&state, &username).await?;
+
+    let found = member::Entity::find()
+        .filter(member::Column::Username.eq(&username))
+        .one(&state.db)
+        .await?;
+    let ok = password::verify(
+        found.as_ref().map(|m| m.password_hash.clone()),
+        req.password,
+    )
+    .await?;
+    match found {
+        Some(m) if ok && m.active => {
+            forget_failures(&state, &username).await?;
+            Ok(axum::Json(tokens::start_session(&state, m).await?.into()))
+        }
+        _ => {
+            record_failure(&state, &username).await?;
+            Err(ApiError::unauthorized("wrong username or password"))
+        }
+    }
+}
+
+/// 429 with `Retry-After` while a username has [`MAX_FAILURES`] failed logins within
+/// [`FAILURE_WINDOW`]: a password, a PIN at a kiosk, or the password of a PIN change.
+pub async fn throttle(state: &AppState, username: &str) -> ApiResult<()> {
     let now = Utc::now();
     let since = now - FAILURE_WINDOW;
     let recent = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(&username))
+        .filter(login_failure::Column::Username.eq(username))
         .filter(login_failure::Column::At.gt(since));
     if recent.clone().count(&state.db).await? >= MAX_FAILURES {
         let oldest = recent
@@ -111,39 +137,33 @@ pub async fn login(
             wait,
         ));
     }
+    Ok(())
+}
 
-    let found = member::Entity::find()
-        .filter(member::Column::Username.eq(&username))
-        .one(&state.db)
-        .await?;
-    let ok = password::verify(
-        found.as_ref().map(|m| m.password_hash.clone()),
-        req.password,
-    )
-    .await?;
-    match found {
-        Some(m) if ok && m.active => {
-            login_failure::Entity::delete_many()
-                .filter(login_failure::Column::Username.eq(&username))
-                .exec(&state.db)
-                .await?;
-            Ok(axum::Json(tokens::start_session(&state, m).await?.into()))
-        }
-        _ => {
-            login_failure::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                username: Set(username),
-                at: Set(now),
-            }
-            .insert(&state.db)
-            .await?;
-            login_failure::Entity::delete_many()
-                .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))
-                .exec(&state.db)
-                .await?;
-            Err(ApiError::unauthorized("wrong username or password"))
-        }
+/// Counts a failed login of a username (and drops those too old to count).
+pub async fn record_failure(state: &AppState, username: &str) -> ApiResult<()> {
+    let now = Utc::now();
+    login_failure::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        username: Set(username.to_owned()),
+        at: Set(now),
     }
+    .insert(&state.db)
+    .await?;
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a username's failed logins after a successful one.
+pub async fn forget_failures(state: &AppState, username: &str) -> ApiResult<()> {
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::Username.eq(username))
+        .exec(&state.db)
+        .await?;
+    Ok(())
 }
 
 /// Exchanges a refresh token for new tokens. Each refresh token works once; reusing one
