@@ -214,7 +214,7 @@ impl From<fix::Model> for Fix {
 /// Why one fix was refused.
 #[derive(Serialize, ToSchema, Debug, Clone, PartialEq)]
 pub struct ItemError {
-    /// `validation_failed` or `idempotency_conflict`.
+    /// `validation_failed`, `idempotency_conflict`, or (from a kiosk) `not_signed_on`.
     pub code: &'static str,
     /// The field at fault, if one.
     pub field: Option<String>,

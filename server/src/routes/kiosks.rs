@@ -847,6 +847,7 @@ pub async fn set_pin(
         record_failure(&state, &me.username).await?;
         return Err(ApiError::forbidden("the current password is wrong"));
     }
+    forget_failures(&state, &me.username).await?;
     let hash = password::hash(req.pin).await?;
     member::Entity::update_many()
         .col_expr(member::Column::PinHash, Expr::value(Some(hash)))
