@@ -1289,7 +1289,7 @@ pub async fn kiosk_checkins(
     let KioskDevice { kiosk, post } = device;
     let bytes = crate::extract::json_body(request, &state).await?;
     let items = read_kiosk_batch(&bytes)?;
-    let mut checked: Vec<(Option<Uuid>, Result<(Uuid, CheckinIn), ItemError>)> = items
+    let mut checked: Vec<KioskItem> = items
         .into_iter()
         .map(|(client_id, read)| {
             let admitted = read.and_then(|(m, fix)| Ok((m, admit_kiosk_fix(fix, post.id)?)));
