@@ -222,7 +222,9 @@ async fn a_handover_at_a_kiosk_counts_each_officers_fixes_as_theirs() {
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{a:#?}");
     assert_eq!(s.get("/api/v1/me", &b_token).await.body["has_pin"], true);
 
-    // A, on duty now, signs on with their password and the tablet's position.
+    // A, on duty now, signs on with their password and the tablet's position; the
+    // commanders' boards hear of it.
+    let mut events = s.events(Some(admin), None).await.expect("the event stream");
     let on = w
         .sign_on(
             &token,
@@ -234,6 +236,14 @@ async fn a_handover_at_a_kiosk_counts_each_officers_fixes_as_theirs() {
     assert_eq!(on.body["display_name"], "Officer A");
     assert_eq!(on.body["fix"]["status"], "created", "{on:#?}");
     let a_sign_on = on.body["sign_on_id"].as_str().unwrap().to_owned();
+    let event = events
+        .until(StdDuration::from_secs(10), |e| e.event == "kiosk")
+        .await
+        .expect("a kiosk event");
+    assert_eq!(event.data["action"], "sign_on");
+    assert_eq!(event.data["sign_on_id"], a_sign_on);
+    assert_eq!(event.data["member_name"], "Officer A");
+    assert_eq!(event.data["post_code"], "K1");
 
     // The device reports A's pings.
     let pings = w
@@ -548,9 +558,12 @@ async fn a_kiosk_token_opens_the_kiosk_only_and_no_member_token_opens_it() {
     s.raw(|c, base| c.get(format!("{base}/api/v1/kiosk")))
         .await
         .assert_problem(401, "unauthorized");
-    w.device("pk_made_up", Method::GET, "/kiosk", None)
-        .await
-        .assert_problem(401, "unauthorized");
+    let made_up = w.device("pk_made_up", Method::GET, "/kiosk", None).await;
+    made_up.assert_problem(401, "unauthorized");
+    assert_eq!(
+        made_up.headers["www-authenticate"],
+        "Kiosk realm=\"patrol\""
+    );
     s.post(
         "/api/v1/kiosk/sign-on",
         &a,
@@ -867,4 +880,43 @@ async fn a_kiosk_batch_answers_for_each_fix() {
         })
         .await;
     assert_eq!(statuses(&a), ["created"], "{a:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_stops_taking_guesses_across_usernames() {
+    let w = World::new().await;
+    let (_, token) = w.kiosk().await;
+    // Five wrong PINs each for four usernames: every username is still under its own limit
+    // of five, but the kiosk has had its twenty.
+    for name in ["guess.one", "guess.two", "guess.three", "guess.four"] {
+        for _ in 0..5 {
+            w.sign_on(&token, json!({"username": name, "pin": "1357"}))
+                .await
+                .assert_problem(401, "unauthorized");
+        }
+    }
+    let a = w
+        .sign_on(
+            &token,
+            json!({"username": "officer.a", "password": PASSWORD}),
+        )
+        .await;
+    a.assert_problem(429, "rate_limited");
+    assert!(
+        a.body["detail"].as_str().unwrap().contains("kiosk"),
+        "{a:#?}"
+    );
+    // Another kiosk, and A's own login, are not held up.
+    let (_, other) = w.kiosk().await;
+    let on = w
+        .sign_on(
+            &other,
+            json!({"username": "officer.a", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::CREATED, "{on:#?}");
+    assert_eq!(
+        w.s.login("officer.a", PASSWORD).await.status,
+        StatusCode::OK
+    );
 }

@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for KioskDevice {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
-                ApiError::unauthorized(
+                ApiError::unauthorized_kiosk(
                     "this endpoint needs a kiosk device token: `Authorization: Kiosk <token>`",
                 )
             })?;
@@ -50,11 +50,11 @@ impl FromRequestParts<AppState> for KioskDevice {
             })
             .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN)
             .ok_or_else(|| {
-                ApiError::unauthorized(
+                ApiError::unauthorized_kiosk(
                     "the Authorization header must be `Kiosk <token>`; kiosk endpoints take no member access token",
                 )
             })?;
-        let refused = || ApiError::unauthorized("the kiosk token is unknown or revoked");
+        let refused = || ApiError::unauthorized_kiosk("the kiosk token is unknown or revoked");
         let kiosk = kiosk::Entity::find()
             .filter(kiosk::Column::TokenHash.eq(hash_key(token)))
             .filter(kiosk::Column::RevokedAt.is_null())

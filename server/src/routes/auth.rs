@@ -2,9 +2,7 @@
 
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -110,7 +108,7 @@ pub async fn login(
             Ok(axum::Json(tokens::start_session(&state, m).await?.into()))
         }
         _ => {
-            record_failure(&state, &username).await?;
+            record_failure(&state, &[&username]).await?;
             Err(ApiError::unauthorized("wrong username or password"))
         }
     }
@@ -119,12 +117,18 @@ pub async fn login(
 /// 429 with `Retry-After` while a username has [`MAX_FAILURES`] failed logins within
 /// [`FAILURE_WINDOW`]: a password, a PIN at a kiosk, or the password of a PIN change.
 pub async fn throttle(state: &AppState, username: &str) -> ApiResult<()> {
+    throttle_key(state, username, MAX_FAILURES, "logins for this username").await
+}
+
+/// 429 with `Retry-After` while `max` failures were recorded under `key` (a username, or
+/// another key that no username can be) within [`FAILURE_WINDOW`].
+pub async fn throttle_key(state: &AppState, key: &str, max: u64, what: &str) -> ApiResult<()> {
     let now = Utc::now();
     let since = now - FAILURE_WINDOW;
     let recent = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(username))
+        .filter(login_failure::Column::Username.eq(key))
         .filter(login_failure::Column::At.gt(since));
-    if recent.clone().count(&state.db).await? >= MAX_FAILURES {
+    if recent.clone().count(&state.db).await? >= max {
         let oldest = recent
             .order_by_asc(login_failure::Column::At)
             .one(&state.db)
@@ -133,22 +137,23 @@ pub async fn throttle(state: &AppState, username: &str) -> ApiResult<()> {
             .unwrap_or(now);
         let wait = (oldest + FAILURE_WINDOW - now).num_seconds().max(1) as u64;
         return Err(ApiError::rate_limited(
-            format!("too many failed logins for this username; try again in {wait} seconds"),
+            format!("too many failed {what}; try again in {wait} seconds"),
             wait,
         ));
     }
     Ok(())
 }
 
-/// Counts a failed login of a username (and drops those too old to count).
-pub async fn record_failure(state: &AppState, username: &str) -> ApiResult<()> {
+/// Counts a failed login under each key, a username and any other (and drops failures
+/// too old to count).
+pub async fn record_failure(state: &AppState, keys: &[&str]) -> ApiResult<()> {
     let now = Utc::now();
-    login_failure::ActiveModel {
+    login_failure::Entity::insert_many(keys.iter().map(|key| login_failure::ActiveModel {
         id: Set(Uuid::now_v7()),
-        username: Set(username.to_owned()),
+        username: Set((*key).to_owned()),
         at: Set(now),
-    }
-    .insert(&state.db)
+    }))
+    .exec_without_returning(&state.db)
     .await?;
     login_failure::Entity::delete_many()
         .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))

@@ -30,7 +30,7 @@ use crate::{
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{Page, PageRequest},
     routes::{
-        auth::{forget_failures, record_failure, throttle},
+        auth::{forget_failures, record_failure, throttle, throttle_key},
         checkins::{
             BatchResult, CheckinIn, FixKind, ItemError, ItemResult, MAX_BATCH, Outcome, Source,
             ingest, item_error, item_result, read_item,
@@ -57,6 +57,11 @@ pub const CLOCK_SKEW: Duration = Duration::minutes(2);
 pub const NEXT_WINDOW: Duration = Duration::hours(24);
 /// …and how many it names.
 pub const MAX_NEXT: usize = 10;
+
+/// Failed sign-ons at one kiosk that stop it taking more within the login throttle's
+/// window: each username has its own 5, and this bounds guessing PINs across many usernames
+/// from one tablet.
+pub const MAX_KIOSK_FAILURES: u64 = 20;
 
 /// The audit action of a sign-on.
 pub const AUDIT_SIGN_ON: &str = "kiosk_sign_on";
@@ -844,7 +849,7 @@ pub async fn set_pin(
         .ok_or_else(|| ApiError::unauthorized("the access token is no longer valid"))?;
     throttle(&state, &me.username).await?;
     if !password::verify(Some(me.password_hash.clone()), req.password).await? {
-        record_failure(&state, &me.username).await?;
+        record_failure(&state, &[&me.username]).await?;
         return Err(ApiError::forbidden("the current password is wrong"));
     }
     forget_failures(&state, &me.username).await?;
@@ -973,7 +978,8 @@ pub async fn board(
 }
 
 /// Signs an officer on at the kiosk with their username and their password or PIN
-/// (exactly one). A wrong one is a failed login (401; 5 within 15 minutes give 429). The
+/// (exactly one). A wrong one is a failed login (401; 5 for a username, or 20 at one
+/// kiosk, within 15 minutes give 429). The
 /// officer must be active and on a shift of this post running now or starting within 60
 /// minutes (403 `not_rostered_here`); one already signed on here gets 409
 /// `already_signed_on`; one signed on at another kiosk is signed off there (`replaced`).
@@ -1013,6 +1019,15 @@ pub async fn sign_on(
     if username.is_empty() || username.len() > 256 || secret.len() > 1024 {
         return Err(wrong());
     }
+    // Failures at a kiosk are also counted under a key no username can be (`:`).
+    let kiosk_key = format!("kiosk:{}", kiosk.id);
+    throttle_key(
+        &state,
+        &kiosk_key,
+        MAX_KIOSK_FAILURES,
+        "sign-ons at this kiosk",
+    )
+    .await?;
     throttle(&state, &username).await?;
     let found = member::Entity::find()
         .filter(member::Column::Username.eq(&username))
@@ -1029,7 +1044,7 @@ pub async fn sign_on(
     let m = match found {
         Some(m) if ok && m.active => m,
         _ => {
-            record_failure(&state, &username).await?;
+            record_failure(&state, &[&username, &kiosk_key]).await?;
             return Err(wrong());
         }
     };
