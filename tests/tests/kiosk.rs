@@ -618,7 +618,7 @@ async fn a_kiosk_token_opens_the_kiosk_only_and_no_member_token_opens_it() {
 async fn signing_on_takes_the_right_credentials_of_someone_rostered_here() {
     let w = World::new().await;
     let s = &w.s;
-    let (kiosk_id, token) = w.kiosk().await;
+    let (_, token) = w.kiosk().await;
 
     // PINs: the password is needed, weak PINs are refused.
     let b = s.token("officer.b").await;
@@ -744,7 +744,6 @@ async fn signing_on_takes_the_right_credentials_of_someone_rostered_here() {
     w.sign_off(&second, json!({"sign_on_id": moved.body["sign_on_id"]}))
         .await
         .assert_problem(404, "not_found");
-    let _ = kiosk_id;
 
     // A wrong PIN five times: the sixth try is throttled, even with the right PIN.
     for _ in 0..5 {

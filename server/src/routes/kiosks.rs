@@ -1100,25 +1100,16 @@ pub async fn sign_on(
         .await?;
     txn.commit().await?;
 
+    // Published after the commit, so that no board hears of what did not happen; `open`
+    // holds one sign-on at most (the partial unique index).
     let mut events = Vec::new();
-    let elsewhere = post::Entity::find()
-        .filter(
-            post::Column::Id.is_in(
-                open.iter()
-                    .map(|o| o.post_id)
-                    .filter(|p| *p != post.id)
-                    .collect::<HashSet<_>>(),
-            ),
-        )
-        .all(&state.db)
-        .await?;
     for o in &open {
         if o.post_id == post.id {
             events.push(("sign_off", Some("replaced"), o, m.display_name.as_str()));
-        } else if let Some(p) = elsewhere.iter().find(|p| p.id == o.post_id) {
+        } else if let Some(p) = post::Entity::find_by_id(o.post_id).one(&state.db).await? {
             publish(
                 &state,
-                p,
+                &p,
                 vec![("sign_off", Some("replaced"), o, &m.display_name)],
                 now,
             )
