@@ -16,6 +16,7 @@ mod m20261206_000009_fixes_by_member;
 mod m20261207_000010_late_sos_and_resolutions;
 mod m20261207_000011_shift_team_members;
 mod m20261207_000012_recompute_negative_zeros;
+mod m20261207_000013_kiosks;
 
 /// Runs statements written for SQLite, on SQLite only (the migrations that exist there
 /// alone).
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_late_sos_and_resolutions::Migration),
             Box::new(m20261207_000011_shift_team_members::Migration),
             Box::new(m20261207_000012_recompute_negative_zeros::Migration),
+            Box::new(m20261207_000013_kiosks::Migration),
         ]
     }
 }

@@ -262,6 +262,7 @@ impl<C: ConnectionTrait> Builder<'_, C> {
                     unit_id: Set(unit.map(|u| u.id)),
                     active: Set(true),
                     password_hash: Set(self.password_hash.clone()),
+                    pin_hash: Set(None),
                     created_at: Set(self.now),
                     updated_at: Set(self.now),
                 }

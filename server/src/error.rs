@@ -49,7 +49,8 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     retry_after_s: Option<u64>,
-    www_authenticate: bool,
+    /// The challenge of a 401: the scheme the endpoint takes.
+    www_authenticate: Option<&'static str>,
 }
 
 /// Handler result.
@@ -64,7 +65,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
-            www_authenticate: false,
+            www_authenticate: None,
         }
     }
 
@@ -107,7 +108,15 @@ impl ApiError {
     /// 401: no valid credentials.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError {
-            www_authenticate: true,
+            www_authenticate: Some("Bearer realm=\"patrol\""),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        }
+    }
+
+    /// 401 from a kiosk device's endpoint: no valid kiosk token.
+    pub fn unauthorized_kiosk(detail: impl Into<String>) -> Self {
+        ApiError {
+            www_authenticate: Some("Kiosk realm=\"patrol\""),
             ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
         }
     }
@@ -248,10 +257,10 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.www_authenticate {
+        if let Some(challenge) = self.www_authenticate {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"patrol\""),
+                HeaderValue::from_static(challenge),
             );
         }
         response

@@ -138,6 +138,8 @@ pub mod kind {
     pub const ALERT: &str = "alert";
     /// A post became staffed or unstaffed.
     pub const POST_STATUS: &str = "post_status";
+    /// An officer signed on or off at a kiosk device.
+    pub const KIOSK: &str = "kiosk";
     /// The history cannot cover the client's `Last-Event-ID`.
     pub const RESET: &str = "reset";
 }
@@ -147,7 +149,7 @@ pub mod kind {
 pub struct Event {
     /// Increasing id, the same on every process.
     pub id: u64,
-    /// `checkin`, `alert` or `post_status`.
+    /// `checkin`, `alert`, `post_status` or `kiosk`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The JSON sent to clients, serialized once.

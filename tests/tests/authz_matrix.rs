@@ -144,6 +144,21 @@ const MATRIX: &[(&str, &str, Expect)] = &[
         "/api/v1/members/{id}/device-keys/{key_id}",
         managers(204),
     ),
+    // Kiosk devices: managers register them, and kiosk officers for a post they are on;
+    // managers and kiosk officers list them (officers their own); managers and the
+    // registrar revoke them (the cell's kiosk is the admin's).
+    ("POST", "/api/v1/kiosks", [401, 201, 201, 403, 201, 403]),
+    ("GET", "/api/v1/kiosks", [401, 200, 200, 403, 200, 403]),
+    ("DELETE", "/api/v1/kiosks/{id}", managers(204)),
+    // Every member sets and removes their own kiosk PIN.
+    ("PUT", "/api/v1/me/pin", [401, 204, 204, 204, 204, 204]),
+    ("DELETE", "/api/v1/me/pin", [401, 204, 204, 204, 204, 204]),
+    // The kiosk device's own endpoints take its token only: no member's token opens them
+    // (`kiosk.rs` tests them with a device token).
+    ("GET", "/api/v1/kiosk", [401; 6]),
+    ("POST", "/api/v1/kiosk/sign-on", [401; 6]),
+    ("POST", "/api/v1/kiosk/sign-off", [401; 6]),
+    ("POST", "/api/v1/kiosk/checkins", [401; 6]),
     // Tracker apps authenticate with a device key, whatever bearer token comes along.
     ("GET", "/osmand", OPEN),
     ("POST", "/osmand", OPEN),
@@ -593,6 +608,58 @@ impl Fixture {
                     ),
                 )
             }
+            ("POST", "/api/v1/kiosks") => {
+                // A fresh post each time (at most 5 kiosks per post), on which the kiosk
+                // officer has a shift running now.
+                let post = self.fresh_post(s).await;
+                let now = Utc::now();
+                id(&s
+                    .post(
+                        "/api/v1/shifts",
+                        self.admin(),
+                        json!({"post_id": post, "starts_at": now - Duration::hours(1), "ends_at": now + Duration::hours(1),
+                               "member_ids": [self.org.members["kiosk1"]]}),
+                    )
+                    .await);
+                simple(
+                    route.to_owned(),
+                    Some(json!({"post_id": post, "name": "Matrix tablet"})),
+                )
+            }
+            ("GET", "/api/v1/kiosks") => simple(route.to_owned(), None),
+            ("DELETE", "/api/v1/kiosks/{id}") => {
+                let post = self.fresh_post(s).await;
+                let kiosk = id(&s
+                    .post(
+                        "/api/v1/kiosks",
+                        self.admin(),
+                        json!({"post_id": post, "name": "Matrix tablet"}),
+                    )
+                    .await);
+                simple(format!("/api/v1/kiosks/{kiosk}"), None)
+            }
+            ("PUT", "/api/v1/me/pin") => simple(
+                route.to_owned(),
+                Some(json!({"pin": "2580", "password": PASSWORD})),
+            ),
+            ("DELETE", "/api/v1/me/pin") | ("GET", "/api/v1/kiosk") => {
+                simple(route.to_owned(), None)
+            }
+            ("POST", "/api/v1/kiosk/sign-on") => simple(
+                route.to_owned(),
+                Some(json!({"username": caller.username(), "password": PASSWORD})),
+            ),
+            ("POST", "/api/v1/kiosk/sign-off") => simple(
+                route.to_owned(),
+                Some(json!({"sign_on_id": Uuid::now_v7()})),
+            ),
+            ("POST", "/api/v1/kiosk/checkins") => simple(
+                route.to_owned(),
+                Some(
+                    json!({"checkins": [{"member_id": self.member_id(caller), "client_id": Uuid::new_v4(),
+                    "recorded_at": Utc::now().to_rfc3339(), "lat": 34.22, "lon": 108.95, "accuracy_m": 10.0}]}),
+                ),
+            ),
             _ => panic!("the matrix lists {method} {route} but has no request for it"),
         }
     }
@@ -665,9 +732,27 @@ async fn unchanged(s: &TestServer, fx: &Fixture, method: &str, call: &Call) -> R
             )),
         };
     }
-    if call.path.ends_with("/sessions") {
-        // Logins have no GET of their own; `app_api.rs` checks that a refused request
-        // leaves the member's logins working.
+    if let Some(kiosk_id) = call.path.strip_prefix("/api/v1/kiosks/") {
+        // A kiosk has no GET of its own: it must still be in use in the list.
+        let kiosks = s.get("/api/v1/kiosks?limit=1000", fx.admin()).await;
+        let revoked = kiosks.body["items"].as_array().and_then(|kiosks| {
+            kiosks
+                .iter()
+                .find(|k| k["id"] == kiosk_id)
+                .map(|k| !k["revoked_at"].is_null())
+        });
+        return match revoked {
+            Some(false) => Ok(()),
+            _ => Err(format!(
+                "the refused DELETE still revoked the kiosk: {}",
+                kiosks.text
+            )),
+        };
+    }
+    if call.path.ends_with("/sessions") || call.path == "/api/v1/me/pin" {
+        // Logins and PINs have no GET of their own; `app_api.rs` checks that a refused
+        // request leaves the member's logins working, and only anonymous PIN calls are
+        // refused.
         return Ok(());
     }
     let after = s.get(&call.path, fx.admin()).await;

@@ -1,6 +1,7 @@
 //! Who is calling and what they may see: roles, the bearer-token extractor and scope.
 
 pub mod jwt;
+pub mod kiosk;
 pub mod password;
 pub mod tokens;
 
@@ -9,6 +10,8 @@ use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+pub use kiosk::KioskDevice;
 
 use crate::{
     error::ApiError,

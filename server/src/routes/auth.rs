@@ -2,9 +2,7 @@
 
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -93,24 +91,7 @@ pub async fn login(
     if username.is_empty() || username.len() > 256 || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    let now = Utc::now();
-    let since = now - FAILURE_WINDOW;
-    let recent = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(&username))
-        .filter(login_failure::Column::At.gt(since));
-    if recent.clone().count(&state.db).await? >= MAX_FAILURES {
-        let oldest = recent
-            .order_by_asc(login_failure::Column::At)
-            .one(&state.db)
-            .await?
-            .map(|f| f.at)
-            .unwrap_or(now);
-        let wait = (oldest + FAILURE_WINDOW - now).num_seconds().max(1) as u64;
-        return Err(ApiError::rate_limited(
-            format!("too many failed logins for this username; try again in {wait} seconds"),
-            wait,
-        ));
-    }
+    throttle(&state, &username).await?;
 
     let found = member::Entity::find()
         .filter(member::Column::Username.eq(&username))
@@ -123,27 +104,71 @@ pub async fn login(
     .await?;
     match found {
         Some(m) if ok && m.active => {
-            login_failure::Entity::delete_many()
-                .filter(login_failure::Column::Username.eq(&username))
-                .exec(&state.db)
-                .await?;
+            forget_failures(&state, &username).await?;
             Ok(axum::Json(tokens::start_session(&state, m).await?.into()))
         }
         _ => {
-            login_failure::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                username: Set(username),
-                at: Set(now),
-            }
-            .insert(&state.db)
-            .await?;
-            login_failure::Entity::delete_many()
-                .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))
-                .exec(&state.db)
-                .await?;
+            record_failure(&state, &[&username]).await?;
             Err(ApiError::unauthorized("wrong username or password"))
         }
     }
+}
+
+/// 429 with `Retry-After` while a username has [`MAX_FAILURES`] failed logins within
+/// [`FAILURE_WINDOW`]: a password, a PIN at a kiosk, or the password of a PIN change.
+pub async fn throttle(state: &AppState, username: &str) -> ApiResult<()> {
+    throttle_key(state, username, MAX_FAILURES, "logins for this username").await
+}
+
+/// 429 with `Retry-After` while `max` failures were recorded under `key` (a username, or
+/// another key that no username can be) within [`FAILURE_WINDOW`].
+pub async fn throttle_key(state: &AppState, key: &str, max: u64, what: &str) -> ApiResult<()> {
+    let now = Utc::now();
+    let since = now - FAILURE_WINDOW;
+    let recent = login_failure::Entity::find()
+        .filter(login_failure::Column::Username.eq(key))
+        .filter(login_failure::Column::At.gt(since));
+    if recent.clone().count(&state.db).await? >= max {
+        let oldest = recent
+            .order_by_asc(login_failure::Column::At)
+            .one(&state.db)
+            .await?
+            .map(|f| f.at)
+            .unwrap_or(now);
+        let wait = (oldest + FAILURE_WINDOW - now).num_seconds().max(1) as u64;
+        return Err(ApiError::rate_limited(
+            format!("too many failed {what}; try again in {wait} seconds"),
+            wait,
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a failed login under each key, a username and any other (and drops failures
+/// too old to count).
+pub async fn record_failure(state: &AppState, keys: &[&str]) -> ApiResult<()> {
+    let now = Utc::now();
+    login_failure::Entity::insert_many(keys.iter().map(|key| login_failure::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        username: Set((*key).to_owned()),
+        at: Set(now),
+    }))
+    .exec_without_returning(&state.db)
+    .await?;
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a username's failed logins after a successful one.
+pub async fn forget_failures(state: &AppState, username: &str) -> ApiResult<()> {
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::Username.eq(username))
+        .exec(&state.db)
+        .await?;
+    Ok(())
 }
 
 /// Exchanges a refresh token for new tokens. Each refresh token works once; reusing one

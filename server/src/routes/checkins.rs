@@ -181,7 +181,7 @@ pub struct Fix {
     /// `low_accuracy`, `implausible_speed`, `clock_skew`, `mock_location`, `static_repeat`,
     /// `outside_shift`.
     pub flags: Vec<&'static str>,
-    /// `api` or `osmand`.
+    /// `api`, `osmand` or `kiosk`.
     pub source: String,
 }
 
@@ -214,7 +214,7 @@ impl From<fix::Model> for Fix {
 /// Why one fix was refused.
 #[derive(Serialize, ToSchema, Debug, Clone, PartialEq)]
 pub struct ItemError {
-    /// `validation_failed` or `idempotency_conflict`.
+    /// `validation_failed`, `idempotency_conflict`, or (from a kiosk) `not_signed_on`.
     pub code: &'static str,
     /// The field at fault, if one.
     pub field: Option<String>,
@@ -272,6 +272,8 @@ pub enum Source {
     Api,
     /// The Traccar Client / OsmAnd protocol.
     Osmand,
+    /// A kiosk device, for the members signed on at it.
+    Kiosk,
 }
 
 impl Source {
@@ -279,11 +281,13 @@ impl Source {
         match self {
             Source::Api => "api",
             Source::Osmand => "osmand",
+            Source::Kiosk => "kiosk",
         }
     }
 }
 
-fn item_error(field: impl Into<String>, message: impl Into<String>) -> ItemError {
+/// A `validation_failed` error of one fix, naming its field.
+pub fn item_error(field: impl Into<String>, message: impl Into<String>) -> ItemError {
     ItemError {
         code: "validation_failed",
         field: Some(field.into()),
@@ -292,7 +296,7 @@ fn item_error(field: impl Into<String>, message: impl Into<String>) -> ItemError
 }
 
 /// Reads one fix from JSON, refusing server-owned and unknown fields.
-fn read_item(value: &Value) -> Result<CheckinIn, ItemError> {
+pub fn read_item(value: &Value) -> Result<CheckinIn, ItemError> {
     let Some(object) = value.as_object() else {
         return Err(item_error("body", "a fix must be a JSON object"));
     };
@@ -681,6 +685,52 @@ pub async fn ingest(
         .collect())
 }
 
+impl BatchResult {
+    /// An empty answer for a batch of `n` fixes.
+    pub fn with_capacity(n: usize) -> BatchResult {
+        BatchResult {
+            results: Vec::with_capacity(n),
+            created: 0,
+            duplicate: 0,
+            rejected: 0,
+        }
+    }
+
+    /// Adds the next fix's result, counting it.
+    pub fn push(&mut self, item: ItemResult) {
+        match item.status {
+            ItemStatus::Created => self.created += 1,
+            ItemStatus::Duplicate => self.duplicate += 1,
+            ItemStatus::Rejected => self.rejected += 1,
+        }
+        self.results.push(item);
+    }
+}
+
+/// What one fix's outcome is answered as in a batch.
+pub fn item_result(outcome: Outcome, client_id: Option<Uuid>) -> ItemResult {
+    let stored = |status, f: &fix::Model| ItemResult {
+        client_id,
+        status,
+        id: Some(f.id),
+        flags: Flags(f.flags).names(),
+        error: None,
+    };
+    let rejected = |e| ItemResult {
+        client_id,
+        status: ItemStatus::Rejected,
+        id: None,
+        flags: Vec::new(),
+        error: Some(e),
+    };
+    match outcome {
+        Outcome::Stored(Written::Created(f)) => stored(ItemStatus::Created, &f),
+        Outcome::Stored(Written::Duplicate(f)) => stored(ItemStatus::Duplicate, &f),
+        Outcome::Stored(Written::Conflict(_)) => rejected(conflict_error()),
+        Outcome::Rejected(e) => rejected(e),
+    }
+}
+
 fn conflict_error() -> ItemError {
     ItemError {
         code: "idempotency_conflict",
@@ -804,56 +854,9 @@ pub async fn post_checkins(
     match body {
         Body::Batch(client_ids, items) => {
             let outcomes = ingest(&state, user.id, items, Source::Api).await?;
-            let mut result = BatchResult {
-                results: Vec::with_capacity(outcomes.len()),
-                created: 0,
-                duplicate: 0,
-                rejected: 0,
-            };
+            let mut result = BatchResult::with_capacity(outcomes.len());
             for (outcome, client_id) in outcomes.into_iter().zip(client_ids) {
-                let item = match outcome {
-                    Outcome::Stored(Written::Created(f)) => {
-                        result.created += 1;
-                        ItemResult {
-                            client_id,
-                            status: ItemStatus::Created,
-                            id: Some(f.id),
-                            flags: Flags(f.flags).names(),
-                            error: None,
-                        }
-                    }
-                    Outcome::Stored(Written::Duplicate(f)) => {
-                        result.duplicate += 1;
-                        ItemResult {
-                            client_id,
-                            status: ItemStatus::Duplicate,
-                            id: Some(f.id),
-                            flags: Flags(f.flags).names(),
-                            error: None,
-                        }
-                    }
-                    Outcome::Stored(Written::Conflict(_)) => {
-                        result.rejected += 1;
-                        ItemResult {
-                            client_id,
-                            status: ItemStatus::Rejected,
-                            id: None,
-                            flags: Vec::new(),
-                            error: Some(conflict_error()),
-                        }
-                    }
-                    Outcome::Rejected(e) => {
-                        result.rejected += 1;
-                        ItemResult {
-                            client_id,
-                            status: ItemStatus::Rejected,
-                            id: None,
-                            flags: Vec::new(),
-                            error: Some(e),
-                        }
-                    }
-                };
-                result.results.push(item);
+                result.push(item_result(outcome, client_id));
             }
             Ok((StatusCode::OK, axum::Json(result)).into_response())
         }

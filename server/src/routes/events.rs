@@ -43,8 +43,9 @@ fn reset(id: u64) -> SseEvent {
         .data("{}")
 }
 
-/// Live events as Server-Sent Events: `checkin`, `alert` (raised, acked, resolved) and
-/// `post_status` (a post became staffed or unstaffed), each with an increasing `id`.
+/// Live events as Server-Sent Events: `checkin`, `alert` (raised, acked, resolved),
+/// `post_status` (a post became staffed or unstaffed) and `kiosk` (an officer signed on or
+/// off at a kiosk device), each with an increasing `id`.
 /// Admins see everything; commanders their unit subtree; officers and volunteers their
 /// own check-ins and the alerts about themselves. A `: ping` comment comes every 15 s.
 /// `Last-Event-ID` resumes after that event from the recent history; when the history no

@@ -47,6 +47,8 @@ pub struct Member {
     pub unit_id: Option<Uuid>,
     /// Whether the member may log in.
     pub active: bool,
+    /// Whether the member has set a PIN for signing on at kiosk devices (`PUT /me/pin`).
+    pub has_pin: bool,
     /// When created.
     pub created_at: chrono::DateTime<Utc>,
     /// When last changed.
@@ -62,6 +64,7 @@ impl From<member::Model> for Member {
             display_name: m.display_name,
             unit_id: m.unit_id,
             active: m.active,
+            has_pin: m.pin_hash.is_some(),
             created_at: m.created_at,
             updated_at: m.updated_at,
         }
@@ -88,7 +91,7 @@ pub struct CreateMember {
 }
 
 /// Changes to a member; absent fields stay as they are. A new password or deactivation
-/// ends the member's logins.
+/// ends the member's logins; a new password also removes the member's kiosk PIN.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchMember {
@@ -299,6 +302,7 @@ pub async fn create_member_record(state: &AppState, req: CreateMember) -> ApiRes
         unit_id: Set(req.unit_id),
         active: Set(req.active.unwrap_or(true)),
         password_hash: Set(hash),
+        pin_hash: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -392,6 +396,8 @@ pub async fn patch_member(
     }
     if let Some(hash) = new_hash {
         active.password_hash = Set(hash);
+        // A reset password is a reset login: the old kiosk PIN must not outlive it.
+        active.pin_hash = Set(None);
     }
     active.updated_at = Set(Utc::now());
     let updated = active.update(&txn).await?;

@@ -6,6 +6,7 @@ pub mod checkins;
 pub mod coverage;
 pub mod device_keys;
 pub mod events;
+pub mod kiosks;
 pub mod members;
 pub mod ops;
 pub mod osmand;
@@ -21,7 +22,7 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         ContentBuilder, Ref, ResponseBuilder,
-        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
 use utoipa_axum::router::OpenApiRouter;
@@ -56,6 +57,14 @@ impl Modify for CommonParts {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        // A kiosk device's token is no JWT and opens only the device's endpoints.
+        components.add_security_scheme(
+            "kiosk",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Kiosk <token>`, the token `POST /kiosks` answered once",
+            ))),
         );
     }
 }
@@ -105,6 +114,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(positions::list_router())
         .merge(positions::router())
         .merge(device_keys::router())
+        .merge(kiosks::router())
         .merge(coverage::router())
         .merge(reports::router())
         .merge(alerts::router())

@@ -4,6 +4,8 @@ pub mod alert;
 pub mod audit_record;
 pub mod device_key;
 pub mod fix;
+pub mod kiosk;
+pub mod kiosk_sign_on;
 pub mod login_failure;
 pub mod member;
 pub mod post;
