@@ -224,6 +224,12 @@ impl Phone for Browser {
     }
 
     async fn tap(&self, css: &str) {
+        // As a thumb does: scroll the button to the middle, clear of the tab bar.
+        self.js(
+            "const n = document.querySelector(arguments[0]); if (n) n.scrollIntoView({block: 'center'}); return true",
+            vec![json!(css)],
+        )
+        .await;
         self.client
             .find(Locator::Css(css))
             .await
@@ -881,4 +887,182 @@ async fn over_https_the_app_locates_installs_its_worker_and_checks_in() {
         )
         .await;
     phone.policy_kept().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_tablet_hands_duty_over_from_one_officer_to_the_next() {
+    let Some(binaries) = browser_or_skip("a_kiosk_tablet_hands_duty_over") else {
+        return;
+    };
+    let (s, admin) = demo_server().await;
+    let first = crew_now(&s, &admin, 0).await;
+    let second = crew_now(&s, &admin, 1).await;
+    assert_eq!(first.post_code, second.post_code);
+    // The next officer signs on with a PIN set in the app beforehand.
+    let token = demo_token(&s, &second.username).await;
+    let pin = s
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/me/pin",
+            Some(&token),
+            Some(json!({"pin": "2580", "password": DEMO_PASSWORD})),
+        )
+        .await;
+    assert_eq!(pin.status, 204, "{:?}", pin.body);
+
+    let base = s.base.clone();
+    let tablet = Browser::start_phone(binaries).await;
+    tablet.allow_location(&base).await;
+    tablet.place(first.lat, first.lon, 5.0).await;
+    tablet.open_app(&base).await;
+
+    // A commander registers the tablet for the post, in the app's settings.
+    tablet.log_in("cmd.district", DEMO_PASSWORD).await;
+    tablet.tap("#tabs a[data-view=settings]").await;
+    tablet.tap("[data-action=kiosk_setup]").await;
+    tablet
+        .until("the kiosk posts to choose from", Duration::from_secs(15), || async {
+            tablet
+                .js(
+                    "return [...document.querySelectorAll('#kiosk-setup-form option')].some(o => o.textContent.startsWith(arguments[0] + ' '))",
+                    vec![json!(first.post_code)],
+                )
+                .await
+                == json!(true)
+        })
+        .await;
+    tablet
+        .js(
+            "const s = document.querySelector('#kiosk-setup-form select');
+             s.value = [...s.options].find(o => o.textContent.startsWith(arguments[0] + ' ')).value;
+             return true;",
+            vec![json!(first.post_code)],
+        )
+        .await;
+    tablet.tap("#kiosk-setup-form button[type=submit]").await;
+    tablet
+        .until_js(
+            "kiosk mode",
+            Duration::from_secs(15),
+            "return document.body.dataset.view === 'kiosk'",
+        )
+        .await;
+    tablet
+        .until("the post on the kiosk", Duration::from_secs(15), || async {
+            tablet.text("#kiosk-post").await.contains(&first.post_code)
+        })
+        .await;
+    // The commander's login did not stay on the shared device.
+    assert_eq!(
+        tablet
+            .js("return localStorage.getItem('patrol.session')", vec![])
+            .await,
+        Value::Null
+    );
+
+    // The first officer signs on with the password: on duty, and counted while signed on.
+    tablet
+        .type_into("#kiosk-sign-on input[name=username]", &first.username)
+        .await;
+    tablet.tap("#kiosk-sign-on input[value=password]").await;
+    tablet
+        .type_into("#kiosk-sign-on input[name=secret]", DEMO_PASSWORD)
+        .await;
+    tablet.tap("#kiosk-sign-on button[type=submit]").await;
+    tablet
+        .until(
+            "the first officer signed on",
+            Duration::from_secs(15),
+            || async {
+                tablet
+                    .text("#kiosk-on")
+                    .await
+                    .contains(&display(&s, &admin, &first).await)
+            },
+        )
+        .await;
+    tablet.place(first.lat + north(25.0), first.lon, 5.0).await;
+    tablet
+        .until(
+            "a ping for the first officer",
+            Duration::from_secs(20),
+            || async {
+                let fixes = fixes_of(&s, &admin, &first.member_id).await;
+                fixes.iter().any(|f| f["kind"] == "on_duty")
+                    && fixes.iter().any(|f| f["kind"] == "ping")
+            },
+        )
+        .await;
+    tablet
+        .js("window.scrollTo(0, 0); return true", vec![])
+        .await;
+    tablet.screenshot("app-kiosk").await;
+
+    // Handover: the first signs off, the next signs on with the PIN.
+    tablet
+        .tap("#kiosk-on button[data-action=kiosk_sign_off]")
+        .await;
+    tablet
+        .until(
+            "the first officer's off-duty fix",
+            Duration::from_secs(15),
+            || async {
+                fixes_of(&s, &admin, &first.member_id)
+                    .await
+                    .iter()
+                    .any(|f| f["kind"] == "off_duty")
+            },
+        )
+        .await;
+    let first_count = fixes_of(&s, &admin, &first.member_id).await.len();
+    tablet
+        .type_into("#kiosk-sign-on input[name=username]", &second.username)
+        .await;
+    tablet.tap("#kiosk-sign-on input[value=pin]").await;
+    tablet
+        .type_into("#kiosk-sign-on input[name=secret]", "2580")
+        .await;
+    tablet.tap("#kiosk-sign-on button[type=submit]").await;
+    let second_name = display(&s, &admin, &second).await;
+    tablet
+        .until(
+            "the next officer signed on",
+            Duration::from_secs(15),
+            || async { tablet.text("#kiosk-on").await.contains(&second_name) },
+        )
+        .await;
+    tablet.place(first.lat + north(50.0), first.lon, 5.0).await;
+    tablet
+        .until(
+            "a ping for the next officer",
+            Duration::from_secs(20),
+            || async {
+                fixes_of(&s, &admin, &second.member_id)
+                    .await
+                    .iter()
+                    .any(|f| f["kind"] == "ping")
+            },
+        )
+        .await;
+    tablet.until_queued(0, "the tablet's queue to drain").await;
+    assert_eq!(
+        fixes_of(&s, &admin, &first.member_id).await.len(),
+        first_count,
+        "nothing counts for the officer who signed off"
+    );
+    tablet
+        .js("window.scrollTo(0, 0); return true", vec![])
+        .await;
+    tablet.screenshot("app-kiosk-handover").await;
+    tablet.policy_kept().await;
+}
+
+/// A crew member's display name.
+async fn display(s: &TestServer, admin: &str, crew: &Crew) -> String {
+    s.get(&format!("/api/v1/members/{}", crew.member_id), admin)
+        .await
+        .body["display_name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
