@@ -81,7 +81,7 @@ export default {
   'sos.cancel': 'Cancel SOS',
   'sos.locating': 'SOS: locating…',
   'sos.queued': 'SOS ({time}) saved; no network, it is sent as soon as there is',
-  'sos.sent': 'SOS delivered ({time}); position every 10 s, last {last}',
+  'sos.sent': 'SOS delivered ({time}); position every 10 s, latest taken {last}',
   'sos.cancelled': 'SOS cancelled.',
 
   'settings.language': 'Language',

@@ -82,7 +82,7 @@ export default {
   'sos.cancel': '取消求救',
   'sos.locating': '求救：正在定位…',
   'sos.queued': '求救（{time}）已保存，没有网络，联网后立即发送',
-  'sos.sent': '求救已送达（{time}），每 10 秒更新位置，最近 {last}',
+  'sos.sent': '求救已送达（{time}），每 10 秒更新位置，最近位置 {last}',
   'sos.cancelled': '求救已取消。',
 
   'settings.language': '语言',

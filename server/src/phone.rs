@@ -168,6 +168,54 @@ mod tests {
         }
     }
 
+    /// The keys of a message table (`  'key': 'text',` lines).
+    fn keys(table: &str) -> std::collections::BTreeSet<String> {
+        table
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('\''))
+            .filter_map(|l| l.split_once("':").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// The literal keys a file asks for: `data-i18n="key"` and `t('key'` (the function
+    /// `t`, not the end of another name).
+    fn used(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (open, close) in [("data-i18n=\"", '"'), ("t('", '\'')] {
+            for (at, _) in text.match_indices(open) {
+                let before = text[..at].chars().next_back();
+                if open == "t('"
+                    && before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                {
+                    continue;
+                }
+                if let Some((key, _)) = text[at + open.len()..].split_once(close) {
+                    out.push(key.to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn both_languages_have_every_message_the_app_asks_for() {
+        let zh = keys(include_str!("../i18n/zh-CN.js"));
+        let en = keys(include_str!("../i18n/en.js"));
+        assert!(zh.len() > 100, "{}", zh.len());
+        assert_eq!(zh, en, "the same keys in both tables");
+        let mut asked = 0;
+        for asset in ASSETS.iter().filter(|a| !a.path.contains("/vendor/")) {
+            let Ok(text) = std::str::from_utf8(asset.body) else {
+                continue;
+            };
+            for key in used(text) {
+                asked += 1;
+                assert!(zh.contains(&key), "{} asks for {key}", asset.path);
+            }
+        }
+        assert!(asked > 100, "{asked}");
+    }
+
     #[test]
     fn the_version_follows_the_files() {
         assert_eq!(version(), version());

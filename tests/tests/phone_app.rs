@@ -790,6 +790,59 @@ async fn an_sos_raises_an_open_alert_a_commander_sees() {
         sent,
         "nothing after the cancel"
     );
+
+    // For the background, the member makes a key of their own and gets the code that
+    // configures Traccar Client.
+    phone.tap("#tabs a[data-view=settings]").await;
+    phone
+        .tap("#view-settings [data-action=show_background]")
+        .await;
+    phone.tap("[data-action=key_create]").await;
+    phone
+        .until("the QR code", Duration::from_secs(15), || async {
+            phone
+                .js(
+                    "return document.getElementById('key-qr').src.startsWith('data:image/')",
+                    vec![],
+                )
+                .await
+                == json!(true)
+        })
+        .await;
+    let link = phone.text("#key-traccar").await;
+    assert!(
+        link.starts_with(&format!("{base}/osmand?id="))
+            && link.contains("&interval=30&distance=20"),
+        "{link}"
+    );
+    let keys = s
+        .get(
+            &format!("/api/v1/members/{}/device-keys", crew.member_id),
+            &admin,
+        )
+        .await
+        .body;
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1, "{keys}");
+    // The key the code carries reports for this member over the OsmAnd protocol.
+    let key = link
+        .split("id=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap()
+        .to_owned();
+    let osmand = reqwest::Client::new()
+        .get(format!(
+            "{base}/osmand?id={key}&lat={}&lon={}&timestamp={}",
+            crew.lat,
+            crew.lon,
+            chrono::Utc::now().timestamp()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(osmand.status().is_success(), "{}", osmand.status());
+    phone.js("window.scrollTo(0, 0); return true", vec![]).await;
+    phone.screenshot("app-background").await;
     phone.policy_kept().await;
 }
 
