@@ -432,6 +432,40 @@ async fn the_app_is_installable_and_served_with_a_strict_policy() {
             .keys()
             .all(|p| !p.starts_with("/app"))
     );
+    // Hostile paths and methods get problems, not files.
+    for path in ["/app/..%2Fsw.js", "/app/sw.js/x", "/app/%00"] {
+        let res = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let posted = http
+        .post(format!("{base}/app/"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 405);
+    assert_eq!(posted.headers()["content-type"], "application/problem+json");
+    // A stale validator gets the file; a current one gets 304.
+    let etag = http
+        .get(format!("{base}/app/"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .clone();
+    let again = http
+        .get(format!("{base}/app/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
     // An unknown file under /app/ is a problem+json 404, as everywhere.
     let missing = http
         .get(format!("{base}/app/nothing.js"))
@@ -669,6 +703,38 @@ async fn a_login_ended_on_the_server_keeps_the_queue_until_the_next_login() {
     phone.place(crew.lat, crew.lon, 5.0).await;
     phone.open_app(&base).await;
     phone.log_in(&crew.username, DEMO_PASSWORD).await;
+
+    // An access token the server no longer takes (as one expired mid-send): the batch is
+    // answered 401, the app refreshes and sends it again.
+    phone
+        .js(
+            "const s = JSON.parse(localStorage.getItem('patrol.session'));
+             s.access = 'expired.' + s.access; s.expires_at = Date.now() + 3600000;
+             localStorage.setItem('patrol.session', JSON.stringify(s)); return true;",
+            vec![],
+        )
+        .await;
+    phone.tap("[data-action=depart]").await;
+    phone
+        .until(
+            "the departure after a refresh",
+            Duration::from_secs(20),
+            || async {
+                fixes_of(&s, &admin, &crew.member_id)
+                    .await
+                    .iter()
+                    .any(|f| f["kind"] == "depart")
+            },
+        )
+        .await;
+    phone.until_queued(0, "the departure sent").await;
+    let access = phone
+        .js(
+            "return JSON.parse(localStorage.getItem('patrol.session')).access",
+            vec![],
+        )
+        .await;
+    assert!(!access.as_str().unwrap().starts_with("expired."));
 
     // Offline, the member arrives: one fix waits.
     net.set(false);
