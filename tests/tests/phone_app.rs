@@ -170,6 +170,25 @@ async fn fixes_of(s: &TestServer, admin: &str, member_id: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Waits until the member has a fix of `kind` on the server.
+async fn until_fix(
+    browser: &Browser,
+    s: &TestServer,
+    admin: &str,
+    member_id: &str,
+    kind: &str,
+    what: &str,
+) {
+    browser
+        .until(what, Duration::from_secs(20), || async {
+            fixes_of(s, admin, member_id)
+                .await
+                .iter()
+                .any(|f| f["kind"] == kind)
+        })
+        .await;
+}
+
 /// The phone's steps.
 trait Phone {
     async fn open_app(&self, base: &str);
@@ -518,18 +537,15 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
 
     // On duty: the on_duty fix reaches the server, and the app says it was delivered.
     phone.tap("[data-action=on_duty]").await;
-    phone
-        .until(
-            "the on-duty fix on the server",
-            Duration::from_secs(20),
-            || async {
-                fixes_of(&s, &admin, &crew.member_id)
-                    .await
-                    .iter()
-                    .any(|f| f["kind"] == "on_duty")
-            },
-        )
-        .await;
+    until_fix(
+        &phone,
+        &s,
+        &admin,
+        &crew.member_id,
+        "on_duty",
+        "the on-duty fix on the server",
+    )
+    .await;
     phone
         .until(
             "the app to say delivered",
@@ -546,14 +562,15 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
 
     // Moving 25 m (over the 20 m setting) sends a ping at once.
     phone.place(crew.lat + north(25.0), crew.lon, 6.0).await;
-    phone
-        .until("a ping after 25 m", Duration::from_secs(20), || async {
-            fixes_of(&s, &admin, &crew.member_id)
-                .await
-                .iter()
-                .any(|f| f["kind"] == "ping")
-        })
-        .await;
+    until_fix(
+        &phone,
+        &s,
+        &admin,
+        &crew.member_id,
+        "ping",
+        "a ping after 25 m",
+    )
+    .await;
     phone.screenshot("app-on-duty").await;
     let before = fixes_of(&s, &admin, &crew.member_id).await.len();
 
@@ -636,14 +653,15 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
 
     // Off duty ends tracking: moving on sends nothing more.
     phone.tap("[data-action=off_duty]").await;
-    phone
-        .until("the off-duty fix", Duration::from_secs(20), || async {
-            fixes_of(&s, &admin, &crew.member_id)
-                .await
-                .iter()
-                .any(|f| f["kind"] == "off_duty")
-        })
-        .await;
+    until_fix(
+        &phone,
+        &s,
+        &admin,
+        &crew.member_id,
+        "off_duty",
+        "the off-duty fix",
+    )
+    .await;
     let after = fixes_of(&s, &admin, &crew.member_id).await.len();
     phone.place(crew.lat + north(400.0), crew.lon, 6.0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -715,18 +733,15 @@ async fn a_login_ended_on_the_server_keeps_the_queue_until_the_next_login() {
         )
         .await;
     phone.tap("[data-action=depart]").await;
-    phone
-        .until(
-            "the departure after a refresh",
-            Duration::from_secs(20),
-            || async {
-                fixes_of(&s, &admin, &crew.member_id)
-                    .await
-                    .iter()
-                    .any(|f| f["kind"] == "depart")
-            },
-        )
-        .await;
+    until_fix(
+        &phone,
+        &s,
+        &admin,
+        &crew.member_id,
+        "depart",
+        "the departure after a refresh",
+    )
+    .await;
     phone.until_queued(0, "the departure sent").await;
     let access = phone
         .js(
@@ -986,18 +1001,15 @@ async fn over_https_the_app_locates_installs_its_worker_and_checks_in() {
     );
     phone.log_in(&crew.username, DEMO_PASSWORD).await;
     phone.tap("[data-action=arrive]").await;
-    phone
-        .until(
-            "the arrival over https",
-            Duration::from_secs(20),
-            || async {
-                fixes_of(&s, &admin, &crew.member_id)
-                    .await
-                    .iter()
-                    .any(|f| f["kind"] == "arrive")
-            },
-        )
-        .await;
+    until_fix(
+        &phone,
+        &s,
+        &admin,
+        &crew.member_id,
+        "arrive",
+        "the arrival over https",
+    )
+    .await;
     phone
         .until_js(
             "the service worker to take the page",
@@ -1121,18 +1133,15 @@ async fn a_kiosk_tablet_hands_duty_over_from_one_officer_to_the_next() {
     tablet
         .tap("#kiosk-on button[data-action=kiosk_sign_off]")
         .await;
-    tablet
-        .until(
-            "the first officer's off-duty fix",
-            Duration::from_secs(15),
-            || async {
-                fixes_of(&s, &admin, &first.member_id)
-                    .await
-                    .iter()
-                    .any(|f| f["kind"] == "off_duty")
-            },
-        )
-        .await;
+    until_fix(
+        &tablet,
+        &s,
+        &admin,
+        &first.member_id,
+        "off_duty",
+        "the first officer's off-duty fix",
+    )
+    .await;
     let first_count = fixes_of(&s, &admin, &first.member_id).await.len();
     tablet
         .type_into("#kiosk-sign-on input[name=username]", &second.username)
@@ -1151,18 +1160,15 @@ async fn a_kiosk_tablet_hands_duty_over_from_one_officer_to_the_next() {
         )
         .await;
     tablet.place(first.lat + north(50.0), first.lon, 5.0).await;
-    tablet
-        .until(
-            "a ping for the next officer",
-            Duration::from_secs(20),
-            || async {
-                fixes_of(&s, &admin, &second.member_id)
-                    .await
-                    .iter()
-                    .any(|f| f["kind"] == "ping")
-            },
-        )
-        .await;
+    until_fix(
+        &tablet,
+        &s,
+        &admin,
+        &second.member_id,
+        "ping",
+        "a ping for the next officer",
+    )
+    .await;
     tablet.until_queued(0, "the tablet's queue to drain").await;
     assert_eq!(
         fixes_of(&s, &admin, &first.member_id).await.len(),
