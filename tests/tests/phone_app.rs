@@ -170,6 +170,38 @@ async fn fixes_of(s: &TestServer, admin: &str, member_id: &str) -> Vec<Value> {
         .clone()
 }
 
+/// A crew member of a post rostered now, at their post with a phone on the app's login,
+/// whose network runs through a switch.
+struct Street {
+    s: TestServer,
+    admin: String,
+    crew: Crew,
+    net: Network,
+    base: String,
+    phone: Browser,
+}
+
+impl Street {
+    async fn start(binaries: (std::path::PathBuf, std::path::PathBuf)) -> Street {
+        let (s, admin) = demo_server().await;
+        let crew = crew_now(&s, &admin, 0).await;
+        let net = Network::to(s.base.trim_start_matches("http://").parse().unwrap()).await;
+        let base = net.base();
+        let phone = Browser::start_phone(binaries).await;
+        phone.allow_location(&base).await;
+        phone.place(crew.lat, crew.lon, 6.0).await;
+        phone.open_app(&base).await;
+        Street {
+            s,
+            admin,
+            crew,
+            net,
+            base,
+            phone,
+        }
+    }
+}
+
 /// Waits until the member has a fix of `kind` on the server.
 async fn until_fix(
     browser: &Browser,
@@ -503,15 +535,14 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
     let Some(binaries) = browser_or_skip("an_officer_goes_on_duty") else {
         return;
     };
-    let (s, admin) = demo_server().await;
-    let crew = crew_now(&s, &admin, 0).await;
-    let net = Network::to(s.base.trim_start_matches("http://").parse().unwrap()).await;
-    let base = net.base();
-    let phone = Browser::start_phone(binaries).await;
-    phone.allow_location(&base).await;
-    phone.place(crew.lat, crew.lon, 6.0).await;
-
-    phone.open_app(&base).await;
+    let Street {
+        s,
+        admin,
+        crew,
+        net,
+        base,
+        phone,
+    } = Street::start(binaries).await;
     assert_eq!(
         phone
             .js("return document.documentElement.lang", vec![])
@@ -712,14 +743,14 @@ async fn a_login_ended_on_the_server_keeps_the_queue_until_the_next_login() {
     let Some(binaries) = browser_or_skip("a_login_ended_on_the_server") else {
         return;
     };
-    let (s, admin) = demo_server().await;
-    let crew = crew_now(&s, &admin, 0).await;
-    let net = Network::to(s.base.trim_start_matches("http://").parse().unwrap()).await;
-    let base = net.base();
-    let phone = Browser::start_phone(binaries).await;
-    phone.allow_location(&base).await;
-    phone.place(crew.lat, crew.lon, 5.0).await;
-    phone.open_app(&base).await;
+    let Street {
+        s,
+        admin,
+        crew,
+        net,
+        phone,
+        ..
+    } = Street::start(binaries).await;
     phone.log_in(&crew.username, DEMO_PASSWORD).await;
 
     // An access token the server no longer takes (as one expired mid-send): the batch is
