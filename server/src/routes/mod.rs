@@ -39,7 +39,11 @@ use crate::{error::PROBLEM_JSON, state::AppState};
                        documents with a stable `code`.",
         license(name = "MIT", identifier = "MIT"),
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(
+        crate::error::Problem,
+        crate::error::FieldError,
+        crate::routes::positions::TrackFormat
+    )),
     modifiers(&CommonParts),
 )]
 pub struct ApiDoc;
