@@ -57,3 +57,100 @@ async fn invented_methods_count_as_one_metrics_label() {
         metrics.text
     );
 }
+
+/// Item 9: commanders of one unit are peers; only the unit above (or an admin) changes,
+/// resets, demotes, deletes or ends the logins of a commander, as with units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commander_cannot_act_on_a_peer_of_their_own_unit() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let cmd1 = s.token("cmd1").await;
+    // A second commander of street 1, made by the admin.
+    let peer = id(&s
+        .post(
+            "/api/v1/members",
+            &org.admin,
+            json!({"username": "cmd1b", "role": "commander", "unit_id": org.street1,
+                "password": api_tests::PASSWORD}),
+        )
+        .await);
+
+    for (what, answer) in [
+        (
+            "reset the password",
+            s.patch(
+                &format!("/api/v1/members/{peer}"),
+                &cmd1,
+                json!({"password": "a new password of mine"}),
+            )
+            .await,
+        ),
+        (
+            "demote",
+            s.patch(
+                &format!("/api/v1/members/{peer}"),
+                &cmd1,
+                json!({"role": "volunteer"}),
+            )
+            .await,
+        ),
+        (
+            "end the logins",
+            s.delete(&format!("/api/v1/members/{peer}/sessions"), &cmd1)
+                .await,
+        ),
+        (
+            "delete",
+            s.delete(&format!("/api/v1/members/{peer}"), &cmd1).await,
+        ),
+    ] {
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{what}: {answer:#?}");
+        assert_eq!(answer.body["code"], "forbidden", "{what}");
+    }
+    // Nor may they make a new peer, or promote one of their unit's officers to one.
+    let made = s
+        .post(
+            "/api/v1/members",
+            &cmd1,
+            json!({"username": "cmd1c", "role": "commander", "unit_id": org.street1,
+                "password": api_tests::PASSWORD}),
+        )
+        .await;
+    made.assert_problem(422, "validation_failed");
+    let promoted = s
+        .patch(
+            &format!("/api/v1/members/{}", org.members["kiosk1"]),
+            &cmd1,
+            json!({"role": "commander"}),
+        )
+        .await;
+    promoted.assert_problem(422, "validation_failed");
+
+    // A commander of the unit below is theirs to manage, and the peer still logs in.
+    let below = id(&s
+        .post(
+            "/api/v1/members",
+            &cmd1,
+            json!({"username": "cmdc1", "role": "commander", "unit_id": org.community1,
+                "password": api_tests::PASSWORD}),
+        )
+        .await);
+    let reset = s
+        .patch(
+            &format!("/api/v1/members/{below}"),
+            &cmd1,
+            json!({"display_name": "C1 commander"}),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{reset:#?}");
+    assert_eq!(s.login("cmd1b", api_tests::PASSWORD).await.status, 200);
+    // The admin may act on either.
+    let demoted = s
+        .patch(
+            &format!("/api/v1/members/{peer}"),
+            &org.admin,
+            json!({"role": "patrol_officer"}),
+        )
+        .await;
+    assert_eq!(demoted.status, StatusCode::OK, "{demoted:#?}");
+}

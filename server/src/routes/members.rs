@@ -198,6 +198,22 @@ pub async fn referenced_members(
 }
 
 /// Role and unit rules shared by create and patch.
+/// A commander may act on another commander only when that commander's unit lies strictly
+/// below their own, as with units: peers of one unit cannot change, reset, demote, delete
+/// or end the logins of each other; the unit above (or an admin) does.
+fn check_not_a_peer(user: &AuthUser, target: &member::Model, what: &str) -> ApiResult<()> {
+    if user.role == Role::Commander
+        && target.id != user.id
+        && target.role == Role::Commander.as_str()
+        && target.unit_id == user.unit_id
+    {
+        return Err(ApiError::forbidden(format!(
+            "a commander may not {what} a commander of their own unit; the unit above or an admin may"
+        )));
+    }
+    Ok(())
+}
+
 async fn check_role_and_unit(
     state: &AppState,
     user: &AuthUser,
@@ -209,6 +225,11 @@ async fn check_role_and_unit(
         role == Role::Admin && user.role != Role::Admin,
         "role",
         "only an admin may make an admin",
+    );
+    errors.check(
+        role == Role::Commander && user.role == Role::Commander && unit_id == user.unit_id,
+        "role",
+        "a commander may make commanders only of units below their own",
     );
     match unit_id {
         Some(unit_id) => {
@@ -346,6 +367,7 @@ pub async fn patch_member(
     if current.role == Role::Admin.as_str() && user.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may change an admin"));
     }
+    check_not_a_peer(&user, &current, "change")?;
     let mut errors = Violations::new();
     if let Some(username) = &req.username {
         validate::username(&mut errors, "username", username);
@@ -427,6 +449,7 @@ pub async fn delete_member(
     if current.role == Role::Admin.as_str() && user.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may delete an admin"));
     }
+    check_not_a_peer(&user, &current, "delete")?;
     if id == user.id {
         return Err(ApiError::conflict("you cannot delete your own account"));
     }
@@ -458,6 +481,7 @@ pub async fn end_member_sessions(
                 "only an admin may end an admin's logins",
             ));
         }
+        check_not_a_peer(&user, &target, "end the logins of")?;
     }
     tokens::revoke_member_sessions(&state.db, id, "ended for the member").await?;
     state.auth_cache.clear();
