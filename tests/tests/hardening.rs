@@ -100,6 +100,15 @@ async fn a_commander_cannot_act_on_a_peer_of_their_own_unit() {
                 .await,
         ),
         (
+            "issue a device key, which reports as its member, for",
+            s.post(
+                &format!("/api/v1/members/{peer}/device-keys"),
+                &cmd1,
+                json!({"label": "not mine"}),
+            )
+            .await,
+        ),
+        (
             "delete",
             s.delete(&format!("/api/v1/members/{peer}"), &cmd1).await,
         ),

@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, ApiResult, Violations},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{Page, PageRequest},
-    routes::members::{member_in_scope, member_scope_condition},
+    routes::members::{check_not_a_peer, member_in_scope, member_scope_condition},
     state::AppState,
     store::{device_key, member},
     validate,
@@ -95,7 +95,10 @@ async fn managed_member(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResul
             .ok_or_else(|| ApiError::unauthorized("the access token is no longer valid"));
     }
     user.require_manager()?;
-    member_in_scope(state, user, id).await
+    let member = member_in_scope(state, user, id).await?;
+    // A key reports as its member: a commander must not hold one for a peer.
+    check_not_a_peer(user, &member, "manage the device keys of")?;
+    Ok(member)
 }
 
 /// Most keys in use a member may have at once: one per phone or tracker, with room to

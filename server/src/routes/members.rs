@@ -201,7 +201,7 @@ pub async fn referenced_members(
 /// A commander may act on another commander only when that commander's unit lies strictly
 /// below their own, as with units: peers of one unit cannot change, reset, demote, delete
 /// or end the logins of each other; the unit above (or an admin) does.
-fn check_not_a_peer(user: &AuthUser, target: &member::Model, what: &str) -> ApiResult<()> {
+pub fn check_not_a_peer(user: &AuthUser, target: &member::Model, what: &str) -> ApiResult<()> {
     if user.role == Role::Commander
         && target.id != user.id
         && target.role == Role::Commander.as_str()
