@@ -148,7 +148,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
 pub(crate) struct Prepared {
     asset: &'static Asset,
     etag: String,
-    gzip: Option<(Vec<u8>, String)>,
+    gzip: Option<(axum::body::Bytes, String)>,
 }
 
 impl Prepared {
@@ -161,7 +161,7 @@ impl Prepared {
                 .and_then(|()| encoder.finish())
                 .ok()
                 .filter(|z| z.len() + 64 < asset.body.len())
-                .map(|z| (z, format!("\"{}-gz\"", &tag[..32])))
+                .map(|z| (z.into(), format!("\"{}-gz\"", &tag[..32])))
         };
         Prepared {
             asset,
