@@ -154,6 +154,11 @@ impl Reader {
                 .push(err(path, format!("{what} needs at least {min} positions")));
             return None;
         }
+        // Over the limit: counted, not read, so a huge geometry costs no more than its size.
+        if self.vertices + items.len() > MAX_VERTICES {
+            self.vertices += items.len();
+            return None;
+        }
         let before = self.errors.len();
         let out: Vec<LonLat> = items
             .iter()
@@ -184,11 +189,12 @@ impl Reader {
             ));
             return None;
         }
+        // Linear, not a comparison of every pair: a ring may have thousands of positions.
         let distinct = ring[..ring.len() - 1]
             .iter()
-            .enumerate()
-            .filter(|(i, p)| !ring[..*i].contains(p))
-            .count();
+            .map(|p| ((p.lon + 0.0).to_bits(), (p.lat + 0.0).to_bits()))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         if distinct < 3 {
             self.errors.push(err(
                 path,
@@ -217,11 +223,15 @@ impl Reader {
             return None;
         }
         let before = self.errors.len();
-        let out: Vec<T> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| each(self, item, &format!("{path}[{i}]")))
-            .collect();
+        let mut out = Vec::with_capacity(items.len().min(1024));
+        for (i, item) in items.iter().enumerate() {
+            if self.vertices > MAX_VERTICES {
+                return None;
+            }
+            if let Some(t) = each(self, item, &format!("{path}[{i}]")) {
+                out.push(t);
+            }
+        }
         (self.errors.len() == before).then_some(out)
     }
 }
@@ -287,7 +297,7 @@ impl PostGeometry {
             return Err(vec![err(
                 path,
                 format!(
-                    "has {} positions; at most {MAX_VERTICES} are allowed",
+                    "has at least {} positions; at most {MAX_VERTICES} are allowed",
                     r.vertices
                 ),
             )]);
@@ -395,6 +405,42 @@ impl PostGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A closed ring of `n` distinct positions on a small circle, as GeoJSON coordinates.
+    fn circle(n: usize) -> serde_json::Value {
+        let mut ring: Vec<[f64; 2]> = (0..n)
+            .map(|i| {
+                let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                [108.95 + 0.01 * a.cos(), 34.22 + 0.01 * a.sin()]
+            })
+            .collect();
+        ring.push(ring[0]);
+        serde_json::json!([ring])
+    }
+
+    #[test]
+    fn a_huge_polygon_is_refused_by_its_size_without_reading_it() {
+        let geometry = serde_json::json!({"type": "Polygon", "coordinates": circle(200_000)});
+        let errors = PostGeometry::parse(PostKind::Area, &geometry, Datum::Wgs84).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("at most 10000"), "{errors:?}");
+        // Many rings that are each small but together too many stop at the limit as well.
+        let rings: Vec<serde_json::Value> = (0..3000).map(|_| circle(4)[0].clone()).collect();
+        let geometry = serde_json::json!({"type": "Polygon", "coordinates": rings});
+        let errors = PostGeometry::parse(PostKind::Area, &geometry, Datum::Wgs84).unwrap_err();
+        assert!(errors[0].message.contains("at most 10000"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_ring_at_the_limit_is_read_and_its_distinct_positions_counted_once() {
+        let geometry = serde_json::json!({"type": "Polygon", "coordinates": circle(9_000)});
+        assert!(PostGeometry::parse(PostKind::Area, &geometry, Datum::Wgs84).is_ok());
+        // A ring whose only difference is the sign of a zero has two distinct positions.
+        let geometry = serde_json::json!({"type": "Polygon",
+            "coordinates": [[[0.0, 51.0], [-0.0, 51.0], [0.001, 51.001], [0.0, 51.0]]]});
+        let errors = PostGeometry::parse(PostKind::Area, &geometry, Datum::Wgs84).unwrap_err();
+        assert!(errors[0].message.contains("3 distinct"), "{errors:?}");
+    }
 
     fn paths(kind: PostKind, v: Value) -> Vec<String> {
         PostGeometry::parse(kind, &v, Datum::Wgs84)
