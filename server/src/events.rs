@@ -377,8 +377,54 @@ fn with_id(e: NewEvent, id: u64) -> Event {
 pub struct Events {
     /// This process's history and subscribers.
     pub hub: Arc<Hub>,
+    /// The streams open in this process, by member.
+    pub streams: Arc<OpenStreams>,
     checkins: BoundedSender<fix::Model>,
     remote: Option<BoundedSender<NewEvent>>,
+}
+
+/// Most event streams one member may hold open at once in a process: a console, a phone
+/// and a few tabs; a script opening more gets 429.
+pub const MAX_STREAMS_PER_MEMBER: usize = 8;
+
+/// Open event streams by member, so that one login cannot hold open streams without bound.
+#[derive(Default)]
+pub struct OpenStreams {
+    open: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>,
+}
+
+/// One open stream; closing it (dropping this) frees its place.
+pub struct StreamPlace {
+    streams: Arc<OpenStreams>,
+    member: uuid::Uuid,
+}
+
+impl OpenStreams {
+    /// A place for one more stream of `member`, or None when they hold the most already.
+    pub fn take(self: &Arc<Self>, member: uuid::Uuid) -> Option<StreamPlace> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(member).or_insert(0);
+        if *n >= MAX_STREAMS_PER_MEMBER {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPlace {
+            streams: self.clone(),
+            member,
+        })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.member) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.member);
+            }
+        }
+    }
 }
 
 impl Events {
@@ -414,6 +460,7 @@ impl Events {
         };
         let events = Events {
             hub,
+            streams: Arc::default(),
             checkins: checkin_tx,
             remote,
         };

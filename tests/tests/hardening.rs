@@ -163,3 +163,55 @@ async fn a_commander_cannot_act_on_a_peer_of_their_own_unit() {
         .await;
     assert_eq!(demoted.status, StatusCode::OK, "{demoted:#?}");
 }
+
+/// Item 15: one member holds at most 8 open event streams; closing one frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_holds_a_bounded_number_of_event_streams() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let cmd1 = s.token("cmd1").await;
+    let client = reqwest::Client::new();
+    let open = || async {
+        client
+            .get(format!("{}/api/v1/events", s.base))
+            .bearer_auth(&cmd1)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let r = open().await;
+        assert_eq!(r.status(), StatusCode::OK);
+        streams.push(r);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Another member is not held back by cmd1's streams.
+    let other = client
+        .get(format!("{}/api/v1/events", s.base))
+        .bearer_auth(&org.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // Closing a stream frees its place (the server sees the close at its next write).
+    drop(streams.pop());
+    let started = std::time::Instant::now();
+    loop {
+        let r = open().await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "a closed stream's place was not freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

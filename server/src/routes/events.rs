@@ -50,7 +50,8 @@ fn reset(id: u64) -> SseEvent {
 /// own check-ins and the alerts about themselves. A `: ping` comment comes every 15 s.
 /// `Last-Event-ID` resumes after that event from the recent history; when the history no
 /// longer reaches back to it, a `reset` event comes first and the client should re-read
-/// `/status/now` and `/alerts`.
+/// `/status/now` and `/alerts`. At most 8 streams per member may be open at once in one
+/// server process; a further one is answered 429 with `Retry-After`.
 #[utoipa::path(get, path = "/events", tag = "live", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after it")),
     responses((status = 200, description = "An endless stream of events", body = String, content_type = "text/event-stream")))]
@@ -59,6 +60,16 @@ pub async fn events(
     user: AuthUser,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    let Some(place) = state.events.streams.take(user.id) else {
+        return crate::error::ApiError::rate_limited(
+            format!(
+                "at most {} event streams may be open at once for one member; close one",
+                crate::events::MAX_STREAMS_PER_MEMBER
+            ),
+            HEARTBEAT.as_secs(),
+        )
+        .into_response();
+    };
     let viewer = Viewer::of(&user);
     let last = headers
         .get("last-event-id")
@@ -68,6 +79,8 @@ pub async fn events(
     let (start, mut rx) = hub.subscribe(last.as_deref());
     let (tx, out) = mpsc::channel(CONNECTION_BUFFER);
     tokio::spawn(async move {
+        // Held while the stream runs; its end frees the place.
+        let _place = place;
         let send_all = async |tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
                               events: Vec<Arc<Event>>,
                               last: &mut u64|
@@ -106,6 +119,8 @@ pub async fn events(
                 r = rx.recv() => r,
                 // The server is shutting down: end the stream so it does not hold it up.
                 _ = closing.wait_for(|c| *c) => return,
+                // The client went away: end now, not at the next event it would see.
+                _ = tx.closed() => return,
             };
             match received {
                 Ok(e) => {
