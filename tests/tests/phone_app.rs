@@ -234,6 +234,7 @@ trait Phone {
     async fn queued(&self) -> u64;
     async fn until_queued(&self, n: u64, what: &str);
     async fn policy_kept(&self);
+    async fn finish(self);
 }
 
 impl Phone for Browser {
@@ -348,6 +349,12 @@ impl Phone for Browser {
             )
             .await;
         assert_eq!(violations, "0", "Content-Security-Policy violations");
+    }
+
+    /// Checks the policy and ends the session, so that no Chromium outlives its test.
+    async fn finish(self) {
+        self.policy_kept().await;
+        let _ = self.client.clone().close().await;
     }
 }
 
@@ -697,7 +704,7 @@ async fn an_officer_goes_on_duty_queues_offline_and_every_fix_is_stored_once() {
     phone.place(crew.lat + north(400.0), crew.lon, 6.0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fixes_of(&s, &admin, &crew.member_id).await.len(), after);
-    phone.policy_kept().await;
+    phone.finish().await;
 }
 
 /// Bytes the page and everything it loaded took over the network (headers included).
@@ -824,7 +831,7 @@ async fn a_login_ended_on_the_server_keeps_the_queue_until_the_next_login() {
     phone.until_queued(0, "the queue to drain").await;
     let stored = fixes_of(&s, &admin, &crew.member_id).await;
     assert_eq!(stored.iter().filter(|f| f["kind"] == "arrive").count(), 1);
-    phone.policy_kept().await;
+    phone.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -955,7 +962,7 @@ async fn an_sos_raises_an_open_alert_a_commander_sees() {
     assert!(osmand.status().is_success(), "{}", osmand.status());
     phone.js("window.scrollTo(0, 0); return true", vec![]).await;
     phone.screenshot("app-background").await;
-    phone.policy_kept().await;
+    phone.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -983,7 +990,7 @@ async fn english_is_a_choice_the_device_remembers() {
     phone.screenshot("app-login-en").await;
     phone.tap("#view-login [data-action=lang]").await;
     assert_eq!(phone.text("#view-login h1").await, "登录");
-    phone.policy_kept().await;
+    phone.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1048,7 +1055,7 @@ async fn over_https_the_app_locates_installs_its_worker_and_checks_in() {
             "return Boolean(navigator.serviceWorker && navigator.serviceWorker.controller)",
         )
         .await;
-    phone.policy_kept().await;
+    phone.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1210,7 +1217,7 @@ async fn a_kiosk_tablet_hands_duty_over_from_one_officer_to_the_next() {
         .js("window.scrollTo(0, 0); return true", vec![])
         .await;
     tablet.screenshot("app-kiosk-handover").await;
-    tablet.policy_kept().await;
+    tablet.finish().await;
 }
 
 /// A crew member's display name.
