@@ -215,3 +215,68 @@ async fn one_member_holds_a_bounded_number_of_event_streams() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// Item 16, in part: the webhook follows no redirect, so a 3xx cannot carry an alert's
+/// body and signature to another address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_follows_no_redirect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = elsewhere.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).await;
+            let _ = c
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let (tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = hook.accept().await {
+            let mut buf = [0u8; 65536];
+            let _ = c.read(&mut buf).await;
+            let _ = tx.send(());
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere_addr}/stolen\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = c.write_all(answer.as_bytes()).await;
+        }
+    });
+    let s = TestServer::start_with(|st| {
+        st.alert_interval = std::time::Duration::from_secs(3600);
+        st.webhook_url = Some(hook_url);
+        st.webhook_secret = Some(patrol_server::settings::Secret("hook-secret".into()));
+    })
+    .await;
+    let org = Org::create(&s).await;
+    id(&s
+        .post(
+            "/api/v1/posts",
+            &org.admin,
+            json!({"code": "K9", "name": "K9", "kind": "kiosk", "unit_id": org.street1,
+                "staffing": "24x7",
+                "geometry": {"type": "Point", "coordinates": [108.95, 34.22]}}),
+        )
+        .await);
+    patrol_server::alerts::evaluate(&s.state)
+        .await
+        .expect("evaluation succeeds");
+    tokio::time::timeout(std::time::Duration::from_secs(30), asked.recv())
+        .await
+        .expect("the webhook was called")
+        .unwrap();
+    // Give a follower the time it would need.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the alert was carried to the redirect's address"
+    );
+}
