@@ -203,8 +203,7 @@ async function loadCoverage() {
     return;
   }
   try {
-    const from = new Date(new Date(running.starts_at).getTime()).toISOString();
-    const answer = await api.get(`/me/coverage?from=${encodeURIComponent(from)}`);
+    const answer = await api.get(`/me/coverage?from=${encodeURIComponent(running.starts_at)}`);
     state.coverage = answer.items.find((i) => i.shift_id === running.shift_id) || null;
     renderToday();
   } catch {
@@ -345,7 +344,7 @@ async function renderQueue(c) {
   $('queue-badge').classList.toggle('has', c.waiting > 0);
   // The last action: sent once it left the queue.
   const a = state.lastAction;
-  if (a && !a.sent && c.waiting >= 0) {
+  if (a && !a.sent) {
     const waiting = await queue.has(a.client_id);
     const rejected = !waiting && (await queue.rejectedOf(owner() || '')).some((r) => r.client_id === a.client_id);
     if (!waiting) a.sent = !rejected;

@@ -564,27 +564,12 @@ async fn store_position(
     Ok(Some(item_result(outcome, Some(client_id))))
 }
 
-/// Display names of these members.
+/// These members by id (those that exist), for their display names.
 async fn names<C: ConnectionTrait>(
     db: &C,
     ids: impl IntoIterator<Item = Uuid>,
 ) -> ApiResult<HashMap<Uuid, member::Model>> {
-    let ids: Vec<Uuid> = ids
-        .into_iter()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let mut out = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        for m in member::Entity::find()
-            .filter(member::Column::Id.is_in(chunk.iter().copied()))
-            .all(db)
-            .await?
-        {
-            out.insert(m.id, m);
-        }
-    }
-    Ok(out)
+    Ok(crate::store::by_ids::<member::Entity, _>(db, member::Column::Id, |m| m.id, ids).await?)
 }
 
 // ---- People's endpoints ----

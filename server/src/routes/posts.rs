@@ -1,7 +1,7 @@
 //! `/posts`: routes, checkpoints, kiosks and volunteer areas, with their requirements.
 //! Commanders manage the posts of their subtree; officers see theirs through `/me/shifts`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
@@ -379,22 +379,7 @@ pub async fn posts_by_id<C: ConnectionTrait>(
     db: &C,
     ids: impl IntoIterator<Item = Uuid>,
 ) -> ApiResult<HashMap<Uuid, post::Model>> {
-    let ids: Vec<Uuid> = ids
-        .into_iter()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let mut out = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        for p in post::Entity::find()
-            .filter(post::Column::Id.is_in(chunk.iter().copied()))
-            .all(db)
-            .await?
-        {
-            out.insert(p.id, p);
-        }
-    }
-    Ok(out)
+    Ok(crate::store::by_ids::<post::Entity, _>(db, post::Column::Id, |p| p.id, ids).await?)
 }
 
 /// Finds a post the caller may see, or answers 404.
