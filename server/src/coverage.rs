@@ -59,21 +59,21 @@ pub fn settled(ends_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
 
 /// Marks stale the stored coverage that late fixes of a member change: the settled shifts
 /// of that member whose evidence span (the shift and [`EDGE`] either side) holds one of
-/// the fixes, and the settled shifts of anyone during which one of them lies near the post.
+/// the fixes. Only the shift's members' fixes count (product rule), so a fix of anyone
+/// else changes no figure that decides a status, and marks nothing: otherwise anyone
+/// could have a week of stored figures computed again with one batch. (The count of
+/// others' fixes near the post, `excluded.not_member`, is as it was when the figures
+/// were computed.)
 ///
 /// `my_shifts` are the member's shifts over the sync window (id, start, end), as the
-/// check-in rules already hold them; the database is read only for fixes that lie near a
-/// post, and then only for the shifts of those posts.
+/// check-in rules already hold them, so no read is needed; `now` is taken after the fixes
+/// were stored.
 pub async fn mark_touched(
     state: &AppState,
     my_shifts: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
-    fixes: &[(DateTime<Utc>, f64, f64)],
+    fixes: &[DateTime<Utc>],
     now: DateTime<Utc>,
-) -> ApiResult<()> {
-    let Some(first) = fixes.iter().map(|f| f.0).min() else {
-        return Ok(());
-    };
-    let last = fixes.iter().map(|f| f.0).max().unwrap_or(first);
+) {
     let settled_by = now - EDGE - SETTLE + chrono::Duration::seconds(1);
     let mut touched: Vec<Uuid> = my_shifts
         .iter()
@@ -81,44 +81,12 @@ pub async fn mark_touched(
             *ends_at <= settled_by
                 && fixes
                     .iter()
-                    .any(|&(t, _, _)| *starts_at - EDGE <= t && t < *ends_at + EDGE)
+                    .any(|&t| *starts_at - EDGE <= t && t < *ends_at + EDGE)
         })
         .map(|(id, _, _)| *id)
         .collect();
-    let boxes = state.post_boxes.get(state).await?;
-    let near: HashSet<Uuid> = fixes
-        .iter()
-        .flat_map(|&(_, lat, lon)| boxes.grid.containing(lat, lon).map(|slot| boxes.ids[slot]))
-        .collect();
-    if !near.is_empty() {
-        let near: Vec<Uuid> = near.into_iter().collect();
-        for chunk in near.chunks(500) {
-            let shifts = shift::Entity::find()
-                .filter(shift::Column::PostId.is_in(chunk.iter().copied()))
-                .filter(shift::Column::EndsAt.lte(settled_by))
-                .filter(shift::Column::EndsAt.gt(first))
-                .filter(shift::Column::StartsAt.lte(last))
-                // Implied (no shift is longer than MAX_SHIFT); bounds the index search.
-                .filter(shift::Column::StartsAt.gt(first - crate::routes::shifts::MAX_SHIFT))
-                .all(&state.db)
-                .await?;
-            touched.extend(
-                shifts
-                    .iter()
-                    .filter(|s| {
-                        boxes.slot.get(&s.post_id).is_some_and(|&slot| {
-                            let b = boxes.grid.boxes[slot];
-                            fixes.iter().any(|&(t, lat, lon)| {
-                                s.starts_at <= t && t < s.ends_at && b.contains(lat, lon)
-                            })
-                        })
-                    })
-                    .map(|s| s.id),
-            );
-        }
-    }
     if touched.is_empty() {
-        return Ok(());
+        return;
     }
     touched.sort_unstable();
     touched.dedup();
@@ -130,7 +98,6 @@ pub async fn mark_touched(
         state.deferred_stale.add(&touched);
         state.coverage_wakeup.notify_one();
     }
-    Ok(())
 }
 
 /// Shifts whose stored figures late fixes changed but could not be marked stale at once;
@@ -155,55 +122,6 @@ impl DeferredStale {
     /// The shifts waiting to be marked (usually none).
     fn snapshot(&self) -> HashSet<Uuid> {
         self.0.lock().map(|set| set.clone()).unwrap_or_default()
-    }
-}
-
-/// How long the boxes around posts are reused before the posts are read again (changes
-/// made by this process drop them at once).
-const POST_BOXES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The boxes around every post in which a fix is evidence, found by position.
-pub struct NearPosts {
-    grid: Grid,
-    /// The post of each box.
-    ids: Vec<Uuid>,
-    /// The box of each post.
-    slot: HashMap<Uuid, usize>,
-}
-
-/// [`NearPosts`], kept for [`POST_BOXES_TTL`].
-#[derive(Default)]
-pub struct PostBoxes(Mutex<Option<(std::time::Instant, Arc<NearPosts>)>>);
-
-impl PostBoxes {
-    /// Forgets the boxes (a post changed).
-    pub fn clear(&self) {
-        if let Ok(mut kept) = self.0.lock() {
-            *kept = None;
-        }
-    }
-
-    async fn get(&self, state: &AppState) -> ApiResult<Arc<NearPosts>> {
-        if let Ok(kept) = self.0.lock()
-            && let Some((at, boxes)) = kept.as_ref()
-            && at.elapsed() < POST_BOXES_TTL
-        {
-            return Ok(boxes.clone());
-        }
-        let posts = post::Entity::find().all(&state.db).await?;
-        let ids: Vec<Uuid> = posts.iter().map(|p| p.id).collect();
-        let slot = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let grid = Grid::new(
-            posts
-                .iter()
-                .map(|p| NearBox::of(p, state.settings.max_accuracy_m))
-                .collect(),
-        );
-        let boxes = Arc::new(NearPosts { grid, ids, slot });
-        if let Ok(mut kept) = self.0.lock() {
-            *kept = Some((std::time::Instant::now(), boxes.clone()));
-        }
-        Ok(boxes)
     }
 }
 
@@ -238,6 +156,7 @@ pub fn settings_of(state: &AppState) -> CoverageSettings {
     CoverageSettings {
         max_accuracy_m: state.settings.max_accuracy_m,
         max_gap_s: state.settings.max_gap_s,
+        count_unknown_accuracy: state.settings.count_unknown_accuracy,
     }
 }
 
@@ -254,19 +173,101 @@ pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> Result<(), sea_
 /// Marks out of date, on `db` (the pool or a transaction), the stored coverage whose
 /// `column` (`ShiftId` or `PostId`) is one of `ids`: after a late fix, a corrected roster
 /// or a changed post. The caller wakes the updater once the change is committed.
+///
+/// Every ended shift so named gets a row, stale, with its generation bumped: a shift whose
+/// figures are being computed right now, from fixes read before this mark, has no row yet
+/// or an older generation, and [`store`] then leaves the mark in place.
 pub async fn mark_stale_on<C: ConnectionTrait>(
     db: &C,
     column: shift_coverage::Column,
     ids: &[Uuid],
 ) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::{ExprTrait, Query};
+    let by = match column {
+        shift_coverage::Column::ShiftId => shift::Column::Id,
+        shift_coverage::Column::PostId => shift::Column::PostId,
+        other => {
+            return Err(sea_orm::DbErr::Custom(format!(
+                "stored coverage is not marked by {other:?}"
+            )));
+        }
+    };
+    let now = Utc::now();
     for chunk in ids.chunks(500) {
-        shift_coverage::Entity::update_many()
-            .col_expr(shift_coverage::Column::Stale, Expr::value(true))
-            .filter(column.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
+        let ended = Query::select()
+            .columns([
+                shift::Column::Id,
+                shift::Column::PostId,
+                shift::Column::StartsAt,
+                shift::Column::EndsAt,
+            ])
+            .expr(Expr::val(Status::Pending.as_str()))
+            .expr(Expr::val(""))
+            .expr(Expr::val(now))
+            .expr(Expr::val(true))
+            .expr(Expr::val(1i64))
+            .from(shift::Entity)
+            .and_where(Expr::col(by).is_in(chunk.iter().copied()))
+            .and_where(Expr::col(shift::Column::EndsAt).lte(now))
+            .to_owned();
+        let upsert = Query::insert()
+            .into_table(shift_coverage::Entity)
+            .columns([
+                shift_coverage::Column::ShiftId,
+                shift_coverage::Column::PostId,
+                shift_coverage::Column::StartsAt,
+                shift_coverage::Column::EndsAt,
+                shift_coverage::Column::Status,
+                shift_coverage::Column::Result,
+                shift_coverage::Column::ComputedAt,
+                shift_coverage::Column::Stale,
+                shift_coverage::Column::Generation,
+            ])
+            .select_from(ended)
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .on_conflict(
+                OnConflict::column(shift_coverage::Column::ShiftId)
+                    .value(shift_coverage::Column::Stale, Expr::val(true))
+                    .value(
+                        shift_coverage::Column::Generation,
+                        Expr::col((shift_coverage::Entity, shift_coverage::Column::Generation))
+                            .add(1i64),
+                    )
+                    .to_owned(),
+            )
+            .to_owned();
+        db.execute(&upsert).await?;
     }
     Ok(())
+}
+
+/// The generation of the stored coverage of each of these shifts that has a row; a
+/// result computed after this read is stored only over the same generation ([`store`]).
+pub async fn generations(state: &AppState, shift_ids: &[Uuid]) -> ApiResult<Generations> {
+    let mut out = Generations::default();
+    for chunk in shift_ids.chunks(500) {
+        let rows: Vec<(Uuid, i64)> = shift_coverage::Entity::find()
+            .select_only()
+            .column(shift_coverage::Column::ShiftId)
+            .column(shift_coverage::Column::Generation)
+            .filter(shift_coverage::Column::ShiftId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(&state.db)
+            .await?;
+        out.0.extend(rows);
+    }
+    Ok(out)
+}
+
+/// The generations of stored coverage read before its fixes ([`generations`]); a shift
+/// without a row is at generation 0.
+#[derive(Debug, Default)]
+pub struct Generations(HashMap<Uuid, i64>);
+
+impl Generations {
+    fn of(&self, shift_id: Uuid) -> i64 {
+        self.0.get(&shift_id).copied().unwrap_or(0)
+    }
 }
 
 /// Width of the time windows in which [`evaluate_streaming`] reads fixes.
@@ -429,6 +430,13 @@ pub async fn evaluate_streaming(
     store_ended: bool,
     mut sink: impl FnMut(Vec<(usize, ShiftCoverage)>),
 ) -> ApiResult<()> {
+    let generations = if store_ended {
+        let ids: Vec<Uuid> = shifts.iter().map(|s| s.id).collect();
+        generations(state, &ids).await?
+    } else {
+        Generations::default()
+    };
+    let generations = &generations;
     let hand_on =
         async |results: Vec<(usize, ShiftCoverage)>| -> ApiResult<Vec<(usize, ShiftCoverage)>> {
             if store_ended {
@@ -437,7 +445,7 @@ pub async fn evaluate_streaming(
                     .map(|(i, c)| (&shifts[*i], c))
                     .filter(|(s, _)| settled(s.ends_at, now))
                     .collect();
-                store(state, &pairs, now).await?;
+                store(state, &pairs, generations, now).await?;
             }
             Ok(results)
         };
@@ -814,14 +822,17 @@ pub async fn coverage_of(
         .filter(|s| settled(s.ends_at, now) && !deferred.contains(&s.id))
         .map(|s| s.id)
         .collect();
+    let mut generations = Generations::default();
     for chunk in finished.chunks(500) {
         for row in shift_coverage::Entity::find()
             .filter(shift_coverage::Column::ShiftId.is_in(chunk.iter().copied()))
-            .filter(shift_coverage::Column::Stale.eq(false))
             .all(&state.db)
             .await?
         {
-            if let Ok(c) = serde_json::from_str::<ShiftCoverage>(&row.result) {
+            generations.0.insert(row.shift_id, row.generation);
+            if !row.stale
+                && let Ok(c) = serde_json::from_str::<ShiftCoverage>(&row.result)
+            {
                 stored.insert(row.shift_id, c);
             }
         }
@@ -838,7 +849,7 @@ pub async fn coverage_of(
             .zip(computed.iter())
             .filter(|(s, _)| settled(s.ends_at, now))
             .collect();
-        store(state, &to_store, now).await?;
+        store(state, &to_store, &generations, now).await?;
         for (s, c) in missing.iter().zip(computed) {
             stored.insert(s.id, c);
         }
@@ -1110,12 +1121,16 @@ fn is_stored_object(result: &str) -> bool {
         && result.contains("\"evaluated_until\":")
 }
 
-/// Stores results (upsert).
+/// Stores results (upsert), each only over the generation it was computed from: a result
+/// whose shift was marked stale after `generations` were read (a late fix arrived while
+/// its fixes were being read) is dropped, and the mark stays for the next pass.
 pub async fn store(
     state: &AppState,
     results: &[(&shift::Model, &ShiftCoverage)],
+    generations: &Generations,
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
+    use sea_orm::sea_query::{Alias, ExprTrait};
     for chunk in results.chunks(200) {
         let rows = chunk.iter().map(|(s, c)| shift_coverage::ActiveModel {
             shift_id: Set(s.id),
@@ -1126,6 +1141,7 @@ pub async fn store(
             result: Set(serde_json::to_string(c).unwrap_or_default()),
             computed_at: Set(now),
             stale: Set(false),
+            generation: Set(generations.of(s.id)),
         });
         shift_coverage::Entity::insert_many(rows)
             .on_conflict(
@@ -1139,6 +1155,11 @@ pub async fn store(
                         shift_coverage::Column::ComputedAt,
                         shift_coverage::Column::Stale,
                     ])
+                    .action_and_where(
+                        Expr::col((shift_coverage::Entity, shift_coverage::Column::Generation)).eq(
+                            Expr::col((Alias::new("excluded"), shift_coverage::Column::Generation)),
+                        ),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(&state.db)
@@ -1183,10 +1204,29 @@ pub async fn update_finished(state: &AppState, limit: u64) -> ApiResult<usize> {
     if due.is_empty() {
         return Ok(0);
     }
-    let computed = compute(state, &due, now).await?;
-    let pairs: Vec<(&shift::Model, &ShiftCoverage)> = due.iter().zip(computed.iter()).collect();
-    store(state, &pairs, now).await?;
+    compute_and_store(state, &due, now, std::future::ready(())).await?;
     Ok(due.len())
+}
+
+/// Computes the figures of these shifts from their fixes and stores those of the settled
+/// ones; `between` is awaited after the fixes were read and before the store (where a
+/// test makes a late fix arrive).
+pub async fn compute_and_store(
+    state: &AppState,
+    shifts: &[shift::Model],
+    now: DateTime<Utc>,
+    between: impl std::future::Future<Output = ()>,
+) -> ApiResult<()> {
+    let ids: Vec<Uuid> = shifts.iter().map(|s| s.id).collect();
+    let generations = generations(state, &ids).await?;
+    let computed = compute(state, shifts, now).await?;
+    between.await;
+    let pairs: Vec<(&shift::Model, &ShiftCoverage)> = shifts
+        .iter()
+        .zip(computed.iter())
+        .filter(|(s, _)| settled(s.ends_at, now))
+        .collect();
+    store(state, &pairs, &generations, now).await
 }
 
 /// Recomputes every shift that starts in `[from, to)` from raw fixes, in one pass over

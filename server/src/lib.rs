@@ -2,6 +2,7 @@
 //! officers, checked against duty rosters.
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod checkpoint;
 pub mod cli;

@@ -143,6 +143,24 @@ pub struct SettingsArgs {
         value_name = "DAYS"
     )]
     pub sync_window_days: Option<u32>,
+    /// Late fixes (recorded more than 30 s before they arrive) one member may send in a day,
+    /// as a budget that refills evenly over the day [default: 30000]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_LATE_FIXES_PER_DAY",
+        value_name = "N"
+    )]
+    pub late_fixes_per_day: Option<u32>,
+    /// Whether a fix that came without an accuracy (possible with OsmAnd and Traccar
+    /// Client) counts for coverage as if just accurate enough [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_COUNT_UNKNOWN_ACCURACY",
+        value_name = "BOOL"
+    )]
+    pub count_unknown_accuracy: Option<bool>,
     /// Speed above which a foot patrol's or volunteer's fix is implausible, m/s [default: 7]
     #[arg(
         long,
@@ -263,6 +281,8 @@ struct SettingsFile {
     max_gap_s: Option<i64>,
     silent_after_min: Option<i64>,
     sync_window_days: Option<u32>,
+    late_fixes_per_day: Option<u32>,
+    count_unknown_accuracy: Option<bool>,
     max_speed_foot_mps: Option<f64>,
     max_speed_vehicle_mps: Option<f64>,
     clock_skew_tolerance_s: Option<i64>,
@@ -347,6 +367,10 @@ pub struct Settings {
     pub silent_after_min: i64,
     /// How far back queued fixes are accepted.
     pub sync_window: chrono::Duration,
+    /// Late fixes one member may send in a day (a budget refilled evenly).
+    pub late_fixes_per_day: u32,
+    /// Whether a fix without an accuracy counts for coverage.
+    pub count_unknown_accuracy: bool,
     /// Plausible speed limits.
     pub max_speed_foot_mps: f64,
     /// Plausible speed limit of vehicle patrols.
@@ -576,6 +600,17 @@ impl Settings {
         if !(1..=365).contains(&sync_window_days) {
             bail!("sync_window_days must be between 1 and 365");
         }
+        let late_fixes_per_day = args
+            .late_fixes_per_day
+            .or(file.late_fixes_per_day)
+            .unwrap_or(30_000);
+        if !(1_000..=10_000_000).contains(&late_fixes_per_day) {
+            bail!("late_fixes_per_day must be between 1000 and 10000000");
+        }
+        let count_unknown_accuracy = args
+            .count_unknown_accuracy
+            .or(file.count_unknown_accuracy)
+            .unwrap_or(false);
         let clock_skew_tolerance_s = args
             .clock_skew_tolerance_s
             .or(file.clock_skew_tolerance_s)
@@ -698,6 +733,8 @@ impl Settings {
             max_gap_s,
             silent_after_min,
             sync_window: chrono::Duration::days(i64::from(sync_window_days)),
+            late_fixes_per_day,
+            count_unknown_accuracy,
             max_speed_foot_mps,
             max_speed_vehicle_mps,
             clock_skew_tolerance_s,

@@ -43,10 +43,12 @@ pub struct Shared {
     pub writer: Writer,
     /// Members' mobility and rostered spans, for the check-in rules.
     pub member_contexts: Arc<crate::routes::checkins::MemberContexts>,
+    /// Live reads of positions already audited this hour.
+    pub live_reads: Arc<crate::audit::LiveReads>,
+    /// Each member's budget of late fixes.
+    pub late_budgets: Arc<crate::routes::checkins::LateBudgets>,
     /// Posts prepared for the coverage rule.
     pub prepared_posts: Arc<crate::coverage::PreparedPosts>,
-    /// The boxes around posts, for telling which stored coverage a late fix touches.
-    pub post_boxes: Arc<crate::coverage::PostBoxes>,
     /// Stored coverage that late fixes changed, still to be marked stale.
     pub deferred_stale: Arc<crate::coverage::DeferredStale>,
     /// Wakes the coverage updater when late fixes arrive.
@@ -71,11 +73,6 @@ impl AppState {
     /// Call after changing shifts, teams or members: cached views of them are dropped.
     pub fn rosters_changed(&self) {
         self.member_contexts.clear();
-    }
-
-    /// Call after changing posts: cached views of them are dropped.
-    pub fn posts_changed(&self) {
-        self.post_boxes.clear();
     }
 }
 
@@ -126,7 +123,8 @@ impl AppState {
             auth_cache: Arc::new(AuthCache::default()),
             member_contexts: Arc::default(),
             prepared_posts: Arc::default(),
-            post_boxes: Arc::default(),
+            late_budgets: Arc::default(),
+            live_reads: Arc::default(),
             deferred_stale: Arc::default(),
             coverage_wakeup: Arc::default(),
             db,

@@ -389,6 +389,19 @@ impl EventStream {
         }
     }
 
+    /// Whether the server ends the stream within `wait` (events and comments until then
+    /// are passed over).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.res.chunk()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The first event (skipping others) that satisfies `want`, within `wait`.
     pub async fn until(
         &mut self,

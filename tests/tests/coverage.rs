@@ -287,8 +287,10 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
     );
     assert_eq!(c["eligible_fixes"], 60);
     assert!(!stored(&w.s, &[shift]).await[0].0, "stored again, fresh");
-    // Someone not on the shift was at the kiosk too; their phone syncs late as well. The
-    // stored figures count them as evidence (not a member) once their fixes arrive.
+    // Someone not on the shift was at the kiosk too; their phone syncs late as well. Their
+    // fixes can change no figure that counts, so the stored figures stay as they are
+    // (otherwise anyone could have any week computed again): a recomputation from the
+    // fixes counts them as evidence (not a member).
     assert_eq!(c["excluded"]["not_member"], 0, "{c}");
     w.send(
         "vol1",
@@ -297,8 +299,15 @@ async fn late_fixes_update_stored_figures_and_running_shifts_are_pending() {
             .collect(),
     )
     .await;
+    assert!(!stored(&w.s, &[shift]).await[0].0, "not marked stale");
+    let c = w.coverage(k, start, end).await;
+    assert_eq!(c["excluded"]["not_member"], 0, "{c}");
+    patrol_server::coverage::rebuild(&w.s.state, start, end, |_, _| {})
+        .await
+        .unwrap();
     let c = w.coverage(k, start, end).await;
     assert_eq!(c["excluded"]["not_member"], 3, "{c}");
+    assert_eq!(c["status"], "met", "{c}");
 
     // A running shift: pending, with figures so far.
     let k2 = w.kiosk("K2", json!({})).await;
@@ -763,17 +772,25 @@ async fn packed_hours_give_the_figures_the_fixes_give_and_late_fixes_still_count
         late["excluded"]["not_member"], kiosk["excluded"]["not_member"],
         "{late}"
     );
-    // The kiosk is by the route's start: its officer is evidence there too.
+    // The kiosk is by the route's start: its officer is evidence there too, though not on
+    // the route's shift, so the late fixes leave the route's stored figures alone until
+    // they are computed again.
     let late_route = w.coverage(r, start, end).await;
-    assert_eq!(
-        late_route["excluded"]["not_member"].as_u64().unwrap(),
-        route["excluded"]["not_member"].as_u64().unwrap() + 30,
-        "{late_route}"
-    );
+    same(&late_route, &route);
     assert!(pack_past_hours(&w.s).await);
     patrol_server::coverage::rebuild(&w.s.state, start - Duration::minutes(1), end, |_, _| {})
         .await
         .unwrap();
     same(&w.coverage(k, start, end).await, &late);
-    same(&w.coverage(r, start, end).await, &late_route);
+    let rebuilt_route = w.coverage(r, start, end).await;
+    assert_eq!(
+        rebuilt_route["excluded"]["not_member"].as_u64().unwrap(),
+        route["excluded"]["not_member"].as_u64().unwrap() + 30,
+        "{rebuilt_route}"
+    );
+    assert_eq!(rebuilt_route["status"], route["status"]);
+    assert_eq!(
+        rebuilt_route["route"]["covered_m"],
+        route["route"]["covered_m"]
+    );
 }

@@ -280,3 +280,506 @@ async fn the_webhook_follows_no_redirect() {
         "the alert was carried to the redirect's address"
     );
 }
+
+// ---- Data correctness: items 1, 3, 4 and 10 ----
+
+const LAT: f64 = 34.22;
+const LON: f64 = 108.95;
+
+fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now to the whole second (shifts are stored to the second).
+fn now_s() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+}
+
+/// A fix at the reference point, give or take a few metres.
+fn fix_at(t: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    json!({"client_id": uuid::Uuid::new_v4(), "recorded_at": iso(t), "lat": LAT, "lon": LON,
+        "accuracy_m": 5.0})
+}
+
+/// A kiosk at the reference point in `unit`.
+async fn kiosk(s: &TestServer, org: &Org, code: &str, unit: uuid::Uuid) -> uuid::Uuid {
+    id(&s
+        .post(
+            "/api/v1/posts",
+            &org.admin,
+            json!({"code": code, "name": code, "kind": "kiosk", "unit_id": unit,
+                "geometry": {"type": "Point", "coordinates": [LON, LAT]}}),
+        )
+        .await)
+}
+
+/// A shift of `who` at `post` over `[from, to)`.
+async fn shift_of(
+    s: &TestServer,
+    org: &Org,
+    post: uuid::Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    who: &str,
+) -> uuid::Uuid {
+    id(&s
+        .post(
+            "/api/v1/shifts",
+            &org.admin,
+            json!({"post_id": post, "starts_at": iso(from), "ends_at": iso(to),
+                "member_ids": [org.members[who]]}),
+        )
+        .await)
+}
+
+/// The stored row of a shift's coverage: (stale, status), or `None` without one.
+async fn stored_row(s: &TestServer, shift: uuid::Uuid) -> Option<(bool, String)> {
+    use patrol_server::store::shift_coverage;
+    use sea_orm::EntityTrait;
+    shift_coverage::Entity::find_by_id(shift)
+        .one(&s.state.db)
+        .await
+        .unwrap()
+        .map(|r| (r.stale, r.status))
+}
+
+/// A shift's coverage as the API answers it.
+async fn coverage_of(s: &TestServer, org: &Org, post: uuid::Uuid) -> serde_json::Value {
+    let (from, to) = (
+        iso(now_s() - chrono::Duration::days(1)).replace('+', "%2B"),
+        iso(now_s()).replace('+', "%2B"),
+    );
+    let a = s
+        .get(
+            &format!("/api/v1/coverage?from={from}&to={to}&post_id={post}"),
+            &org.admin,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+    a.body["items"][0].clone()
+}
+
+/// Item 1: a late fix that arrives while the updater computes a shift from the fixes it
+/// read before keeps its mark: the result computed without it is not stored over the
+/// mark, and the next pass counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fix_arriving_mid_computation_keeps_its_stale_mark() {
+    use patrol_server::store::shift;
+    use sea_orm::EntityTrait;
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let end = now_s() - chrono::Duration::hours(3);
+    let start = end - chrono::Duration::hours(1);
+    let k = kiosk(&s, &org, "K1", org.street1).await;
+    let sid = shift_of(&s, &org, k, start, end, "kiosk1").await;
+    let model = shift::Entity::find_by_id(sid)
+        .one(&s.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = s.token("kiosk1").await;
+    let late: Vec<serde_json::Value> = (0..60)
+        .map(|i| fix_at(start + chrono::Duration::minutes(i)))
+        .collect();
+    // The updater reads the shift's fixes (none yet); the phone's queue arrives; then the
+    // updater stores what it computed.
+    patrol_server::coverage::compute_and_store(&s.state, &[model], chrono::Utc::now(), async {
+        let a = s
+            .post("/api/v1/checkins", &token, json!({"checkins": late}))
+            .await;
+        assert_eq!(a.body["created"], 60, "{a:#?}");
+    })
+    .await
+    .unwrap();
+    let (stale, _) = stored_row(&s, sid)
+        .await
+        .expect("a row for the marked shift");
+    assert!(
+        stale,
+        "the mark of the late fixes survives the older result"
+    );
+    let c = coverage_of(&s, &org, k).await;
+    assert_eq!(c["status"], "met", "{c}");
+    assert_eq!(c["eligible_fixes"], 60, "{c}");
+    patrol_server::coverage::update_finished(&s.state, 200)
+        .await
+        .unwrap();
+    assert_eq!(stored_row(&s, sid).await, Some((false, "met".to_owned())));
+}
+
+/// Item 4: late fixes of someone on none of the shifts at a post mark none of them stale
+/// (they could never count); the sender's own settled shifts are marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_late_fixes_mark_no_stored_figures() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let end = now_s() - chrono::Duration::hours(3);
+    let start = end - chrono::Duration::hours(1);
+    let k = kiosk(&s, &org, "K1", org.street1).await;
+    let sid = shift_of(&s, &org, k, start, end, "kiosk1").await;
+    assert_eq!(coverage_of(&s, &org, k).await["status"], "missed");
+    patrol_server::coverage::update_finished(&s.state, 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_row(&s, sid).await,
+        Some((false, "missed".to_owned()))
+    );
+    // A volunteer replays a batch at the kiosk during someone else's shift.
+    let vol = s.token("vol1").await;
+    let batch: Vec<serde_json::Value> = (0..60)
+        .map(|i| fix_at(start + chrono::Duration::minutes(i)))
+        .collect();
+    let a = s
+        .post("/api/v1/checkins", &vol, json!({"checkins": batch}))
+        .await;
+    assert_eq!(a.body["created"], 60, "{a:#?}");
+    assert_eq!(
+        stored_row(&s, sid).await,
+        Some((false, "missed".to_owned())),
+        "a stranger's fixes leave the stored figures alone"
+    );
+    // The officer's own late fixes do mark it.
+    let officer = s.token("kiosk1").await;
+    let own: Vec<serde_json::Value> = (0..60)
+        .map(|i| fix_at(start + chrono::Duration::minutes(i)))
+        .collect();
+    let a = s
+        .post("/api/v1/checkins", &officer, json!({"checkins": own}))
+        .await;
+    assert_eq!(a.body["created"], 60, "{a:#?}");
+    assert_eq!(stored_row(&s, sid).await.map(|r| r.0), Some(true));
+    assert_eq!(coverage_of(&s, &org, k).await["status"], "met");
+}
+
+/// Item 4: each member has a budget of late fixes a day; beyond it a batch with late
+/// fixes is refused whole (nothing stored, so nothing lost), while fresh fixes still go in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_fixes_beyond_a_members_daily_budget_are_refused_whole() {
+    let s = TestServer::start_with(|st| st.late_fixes_per_day = 1000).await;
+    let _org = Org::create(&s).await;
+    let vol = s.token("vol1").await;
+    let old = now_s() - chrono::Duration::days(2);
+    let batch: Vec<serde_json::Value> = (0..1000)
+        .map(|i| fix_at(old + chrono::Duration::seconds(30 * i)))
+        .collect();
+    let a = s
+        .post("/api/v1/checkins", &vol, json!({"checkins": batch}))
+        .await;
+    assert_eq!(a.body["created"], 1000, "{a:#?}");
+    let more = s
+        .post(
+            "/api/v1/checkins",
+            &vol,
+            json!({"checkins": [fix_at(old - chrono::Duration::hours(1)), fix_at(now_s())]}),
+        )
+        .await;
+    more.assert_problem(429, "rate_limited");
+    let wait: u64 = more.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&wait), "{wait}");
+    // Nothing of the refused batch was stored: the fresh fix goes in on its own.
+    let fresh = s
+        .post(
+            "/api/v1/checkins",
+            &vol,
+            json!({"checkins": [fix_at(now_s())]}),
+        )
+        .await;
+    assert_eq!(fresh.body["created"], 1, "{fresh:#?}");
+    // Another member's budget is their own.
+    let officer = s.token("officer1").await;
+    let a = s
+        .post(
+            "/api/v1/checkins",
+            &officer,
+            json!({"checkins": [fix_at(old)]}),
+        )
+        .await;
+    assert_eq!(a.body["created"], 1, "{a:#?}");
+}
+
+/// Item 3: a Traccar Client or OsmAnd fix without an accuracy is stored as of unknown
+/// accuracy (flag `unknown_accuracy`, `accuracy_m` null) and does not count unless the
+/// setting says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_without_accuracy_is_unknown_and_counts_only_by_setting() {
+    for counts in [false, true] {
+        let s = TestServer::start_with(|st| st.count_unknown_accuracy = counts).await;
+        let org = Org::create(&s).await;
+        let end = now_s() - chrono::Duration::minutes(30);
+        let start = end - chrono::Duration::hours(1);
+        let k = kiosk(&s, &org, "K1", org.street1).await;
+        shift_of(&s, &org, k, start, end, "kiosk1").await;
+        let issued = s
+            .post(
+                &format!("/api/v1/members/{}/device-keys", org.members["kiosk1"]),
+                &org.admin,
+                json!({"label": "phone"}),
+            )
+            .await;
+        let key = issued.body["key"].as_str().expect("a key").to_owned();
+        for i in 0..60 {
+            let ts = (start + chrono::Duration::minutes(i)).timestamp();
+            let a = s
+                .raw(|c, b| {
+                    c.get(format!(
+                        "{b}/osmand?id={key}&lat={LAT}&lon={LON}&timestamp={ts}"
+                    ))
+                })
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+        }
+        let fixes = s
+            .get(
+                &format!("/api/v1/checkins?member_id={}", org.members["kiosk1"]),
+                &org.admin,
+            )
+            .await;
+        let items = fixes.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 60);
+        for f in items {
+            assert!(f["accuracy_m"].is_null(), "{f}");
+            assert!(
+                f["flags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("unknown_accuracy")),
+                "{f}"
+            );
+        }
+        let c = coverage_of(&s, &org, k).await;
+        if counts {
+            assert_eq!(c["status"], "met", "{c}");
+            assert_eq!(c["eligible_fixes"], 60, "{c}");
+        } else {
+            assert_eq!(c["status"], "missed", "{c}");
+            assert_eq!(c["excluded"]["inaccurate"], 60, "{c}");
+        }
+    }
+}
+
+/// Item 10: a fix may name only the member's own shifts, and posts of those shifts or of
+/// the member's unit and below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_naming_someone_elses_shift_or_post_is_refused() {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let now = now_s();
+    let mine = kiosk(&s, &org, "K1", org.street1).await;
+    let elsewhere = kiosk(&s, &org, "K2", org.street2).await;
+    let my_shift = shift_of(
+        &s,
+        &org,
+        mine,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+        "kiosk1",
+    )
+    .await;
+    let their_shift = shift_of(
+        &s,
+        &org,
+        elsewhere,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+        "officer2",
+    )
+    .await;
+    let token = s.token("kiosk1").await;
+    let with = |extra: serde_json::Value| {
+        let mut f = fix_at(now_s());
+        for (k, v) in extra.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        f
+    };
+    let a = s
+        .post(
+            "/api/v1/checkins",
+            &token,
+            json!({"checkins": [
+                with(json!({"shift_id": my_shift, "post_id": mine, "kind": "arrive"})),
+                with(json!({"post_id": mine})),
+                with(json!({"shift_id": their_shift, "kind": "sos"})),
+                with(json!({"post_id": elsewhere, "kind": "arrive"})),
+                with(json!({"shift_id": uuid::Uuid::new_v4()})),
+            ]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:#?}");
+    let results = a.body["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["created", "created", "rejected", "rejected", "rejected"],
+        "{}",
+        a.body
+    );
+    assert_eq!(results[2]["error"]["field"], "shift_id", "{}", a.body);
+    assert_eq!(results[3]["error"]["field"], "post_id", "{}", a.body);
+    // The commander of street 1 sees no SOS filed under street 2's shift.
+    let alerts = s.get("/api/v1/alerts", &s.token("cmd2").await).await;
+    assert_eq!(alerts.body["items"], json!([]), "{}", alerts.body);
+}
+
+// ---- Access and privacy: items 6, 7 and 8 ----
+
+/// Item 6: an open event stream ends within seconds when its viewer logs out, is
+/// deactivated, gets another role or unit, or its access token expires; the client then
+/// reconnects with a fresh token and sees what it may see now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_end_when_the_right_to_them_ends() {
+    use std::time::Duration;
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    // Well past the stream's recheck, short of its 15 s heartbeat twice over.
+    let within = Duration::from_secs(12);
+
+    // Logout.
+    let cmd1 = s.token("cmd1").await;
+    let mut stream = s.events(Some(&cmd1), None).await.expect("a stream");
+    assert!(!stream.ends_within(Duration::from_millis(500)).await);
+    let out = s
+        .send(Method::POST, "/api/v1/auth/logout", Some(&cmd1), None)
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(stream.ends_within(within).await, "logout ends the stream");
+
+    // Moved to another unit.
+    let cmd1 = s.token("cmd1").await;
+    let mut stream = s.events(Some(&cmd1), None).await.expect("a stream");
+    let moved = s
+        .patch(
+            &format!("/api/v1/members/{}", org.members["cmd1"]),
+            &org.admin,
+            json!({"unit_id": org.street2}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{moved:#?}");
+    assert!(
+        stream.ends_within(within).await,
+        "a new unit ends the stream"
+    );
+    // Reconnecting with the same (still valid) login sees the new scope.
+    assert!(s.events(Some(&cmd1), None).await.is_ok());
+
+    // Deactivated.
+    let officer = s.token("officer1").await;
+    let mut stream = s.events(Some(&officer), None).await.expect("a stream");
+    let off = s
+        .patch(
+            &format!("/api/v1/members/{}", org.members["officer1"]),
+            &org.admin,
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{off:#?}");
+    assert!(
+        stream.ends_within(within).await,
+        "deactivation ends the stream"
+    );
+    assert!(s.events(Some(&officer), None).await.is_err());
+}
+
+/// Item 6: a stream lasts no longer than the access token it was opened with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ends_when_its_token_expires() {
+    use std::time::Duration;
+    let s = TestServer::start_with(|st| st.access_token_ttl = Duration::from_secs(3)).await;
+    let _org = Org::create(&s).await;
+    let cmd1 = s.token("cmd1").await;
+    let mut stream = s.events(Some(&cmd1), None).await.expect("a stream");
+    assert!(
+        stream.ends_within(Duration::from_secs(15)).await,
+        "the stream ends with its token"
+    );
+}
+
+/// Items 7 and 8: positions seen live are audited (once per viewer, subject and hour), and
+/// the live board reads and shows only the people on the running shifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_seen_live_are_audited() {
+    use std::time::Duration;
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    let now = now_s();
+    let k = kiosk(&s, &org, "K1", org.street1).await;
+    shift_of(
+        &s,
+        &org,
+        k,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+        "kiosk1",
+    )
+    .await;
+    let cmd1 = s.token("cmd1").await;
+    let mut stream = s.events(Some(&cmd1), None).await.expect("a stream");
+    let kiosk1 = s.token("kiosk1").await;
+    let vol1 = s.token("vol1").await;
+    for token in [&kiosk1, &vol1] {
+        let a = s
+            .post("/api/v1/checkins", token, json!(fix_at(now_s())))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{a:#?}");
+    }
+    assert!(
+        stream
+            .until(Duration::from_secs(10), |e| e.event == "checkin"
+                && e.data["member_id"] == json!(org.members["vol1"]))
+            .await
+            .is_some()
+    );
+    // The stream writes its records as it goes; closing it writes the rest.
+    drop(stream);
+    // The board: the officer on the shift is there; the volunteer beside them is not
+    // (not on the shift), and is neither shown nor audited for the board.
+    let board = s.get("/api/v1/status/now", &cmd1).await;
+    assert_eq!(board.status, StatusCode::OK, "{board:#?}");
+    let post = board.body["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["post_id"] == json!(k))
+        .unwrap()
+        .clone();
+    assert_eq!(post["present"], json!([org.members["kiosk1"]]), "{post}");
+    // Twice in the hour: one record.
+    s.get("/api/v1/status/now", &cmd1).await;
+    let audit = |subject: &str| {
+        let path = format!(
+            "/api/v1/audit?viewer_id={}&subject_id={}",
+            org.members["cmd1"], org.members[subject]
+        );
+        let s = &s;
+        let admin = org.admin.clone();
+        async move {
+            let mut actions: Vec<String> = Vec::new();
+            // The stream's records are written by its task once it sees the client gone.
+            for _ in 0..50 {
+                let a = s.get(&path, &admin).await;
+                actions = a.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["action"].as_str().unwrap().to_owned())
+                    .collect();
+                if actions.iter().any(|a| a == "event_stream") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            actions.sort();
+            actions
+        }
+    };
+    assert_eq!(audit("kiosk1").await, ["event_stream", "status_now"]);
+    assert_eq!(audit("vol1").await, ["event_stream"]);
+}

@@ -77,6 +77,8 @@ pub struct AuthUser {
     pub unit_path: Option<String>,
     /// Login session of the token.
     pub session_id: Uuid,
+    /// When the access token of this request expires (Unix seconds).
+    pub token_expires_at: i64,
 }
 
 /// How long a verified caller is remembered. Revocations made in this process take effect
@@ -158,17 +160,31 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(error = %e, "access token refused");
             ApiError::unauthorized("the access token is invalid or expired")
         })?;
-        if let Some(user) = state.auth_cache.get(claims.sid, claims.sub) {
+        let mut user = AuthUser::resolve(state, claims.sub, claims.sid).await?;
+        user.token_expires_at = claims.exp;
+        Ok(user)
+    }
+}
+
+impl AuthUser {
+    /// The member of a login session as they are now (through [`AuthCache`]), or 401 when
+    /// the member is gone or inactive or the session ended.
+    pub async fn resolve(
+        state: &AppState,
+        member_id: Uuid,
+        session_id: Uuid,
+    ) -> Result<AuthUser, ApiError> {
+        if let Some(user) = state.auth_cache.get(session_id, member_id) {
             return Ok(user);
         }
         let generation = state.auth_cache.generation();
         let invalid = || ApiError::unauthorized("the access token is no longer valid");
-        let member = member::Entity::find_by_id(claims.sub)
+        let member = member::Entity::find_by_id(member_id)
             .one(&state.db)
             .await?
             .filter(|m| m.active)
             .ok_or_else(invalid)?;
-        let session = session::Entity::find_by_id(claims.sid)
+        let session = session::Entity::find_by_id(session_id)
             .one(&state.db)
             .await?
             .filter(|s| s.member_id == member.id && s.revoked_at.is_none())
@@ -188,13 +204,24 @@ impl FromRequestParts<AppState> for AuthUser {
             unit_id: member.unit_id,
             unit_path,
             session_id: session.id,
+            token_expires_at: 0,
         };
         state.auth_cache.put(&user, generation);
         Ok(user)
     }
-}
 
-impl AuthUser {
+    /// Whether `now` this caller may still see what they saw: same role and unit, active,
+    /// logged in, token unexpired. An open event stream asks this every few seconds.
+    pub async fn still_sees_as(&self, state: &AppState) -> bool {
+        if chrono::Utc::now().timestamp() >= self.token_expires_at {
+            return false;
+        }
+        match AuthUser::resolve(state, self.id, self.session_id).await {
+            Ok(now) => now.role == self.role && now.unit_path == self.unit_path,
+            Err(_) => false,
+        }
+    }
+
     /// Admins and commanders manage the organisation; everyone else gets 403.
     pub fn require_manager(&self) -> Result<(), ApiError> {
         match self.role {

@@ -79,6 +79,8 @@ pub struct CoverageSettings {
     /// Consecutive fixes at most this far apart join into a track; also the width of the
     /// presence window around a fix at a post (seconds).
     pub max_gap_s: i64,
+    /// Whether a fix without an accuracy ([`Flags::UNKNOWN_ACCURACY`]) counts.
+    pub count_unknown_accuracy: bool,
 }
 
 impl Default for CoverageSettings {
@@ -86,6 +88,19 @@ impl Default for CoverageSettings {
         Self {
             max_accuracy_m: 50.0,
             max_gap_s: 120,
+            count_unknown_accuracy: false,
+        }
+    }
+}
+
+impl CoverageSettings {
+    /// Whether a fix is accurate enough to count: its accuracy radius at most
+    /// `max_accuracy_m` (a NaN is not), or, when the device gave none, as the setting says.
+    pub fn accurate_enough(&self, accuracy_m: f64, flags: Flags) -> bool {
+        if flags.contains(Flags::UNKNOWN_ACCURACY) {
+            self.count_unknown_accuracy
+        } else {
+            accuracy_m <= self.max_accuracy_m
         }
     }
 }
@@ -696,7 +711,9 @@ pub struct Excluded {
     pub inaccurate: u32,
     /// A member's fix outside the evaluated part of the shift.
     pub outside_shift: u32,
-    /// Someone else's fix inside the evaluated part of the shift.
+    /// Someone else's fix inside the evaluated part of the shift, as stored when the figures
+    /// were computed: such a fix can change no figure that counts, so one arriving after
+    /// the shift's figures were stored does not have them computed again.
     pub not_member: u32,
 }
 
@@ -828,7 +845,7 @@ fn sort_out(
         };
         let in_span = f.recorded_at >= shift.starts_at && f.recorded_at < span_end;
         // Written so that a NaN accuracy or position is unusable, not accepted.
-        let usable = f.accuracy_m <= settings.max_accuracy_m
+        let usable = settings.accurate_enough(f.accuracy_m, f.flags)
             && f.position.lon.is_finite()
             && f.position.lat.is_finite();
         let reason = match rank {

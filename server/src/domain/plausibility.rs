@@ -35,7 +35,7 @@ pub struct Flags(pub i32);
 
 /// Every named flag in the fixed order of [`Flags::names`]; the bit values are stored in the
 /// database, so they must never be renumbered.
-const NAMED: [(Flags, &str); 7] = [
+const NAMED: [(Flags, &str); 8] = [
     (Flags::LOW_ACCURACY, "low_accuracy"),
     (Flags::IMPLAUSIBLE_SPEED, "implausible_speed"),
     (Flags::CLOCK_SKEW, "clock_skew"),
@@ -43,6 +43,7 @@ const NAMED: [(Flags, &str); 7] = [
     (Flags::STATIC_REPEAT, "static_repeat"),
     (Flags::OUTSIDE_SHIFT, "outside_shift"),
     (Flags::INVALID_FIX, "invalid_fix"),
+    (Flags::UNKNOWN_ACCURACY, "unknown_accuracy"),
 ];
 
 impl Flags {
@@ -61,8 +62,11 @@ impl Flags {
     /// The device itself said the position is not a valid satellite fix (`valid=false` of
     /// the OsmAnd protocol): kept as evidence, never counted.
     pub const INVALID_FIX: Flags = Flags(1 << 6);
+    /// The device sent no accuracy (OsmAnd and Traccar Client may leave it out): the
+    /// stored `accuracy_m` means nothing, and whether the fix counts is a setting.
+    pub const UNKNOWN_ACCURACY: Flags = Flags(1 << 7);
     /// One more than the largest value of the named flags together.
-    pub const LIMIT: i32 = 1 << 7;
+    pub const LIMIT: i32 = 1 << 8;
 
     /// Flags whose fixes must not serve as speed neighbours: judging against a teleport or a
     /// mocked position would condemn the honest fix next to it.

@@ -124,6 +124,17 @@ pub async fn list_alerts(
         query = query.filter(alert::Column::RaisedAt.lt(to));
     }
     let rows = query.limit(page.fetch()).all(&state.db).await?;
+    // An alert about a member carries their position (an SOS, a silent member's last fix).
+    crate::audit::record_live(
+        &state,
+        user.id,
+        rows.iter()
+            .filter(|a| a.lat.is_some())
+            .filter_map(|a| a.member_id),
+        "alerts",
+        chrono::Utc::now(),
+    )
+    .await?;
     Ok(axum::Json(page.finish(rows, |a| a.id, AlertOut::from)))
 }
 

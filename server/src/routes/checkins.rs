@@ -28,7 +28,7 @@ use crate::{
     ingest::{Batch, Written},
     routes::shifts::{overlapping, shifts_of_member},
     state::AppState,
-    store::{fix, post, shift, team, team_member},
+    store::{fix, member, post, shift, team, team_member, unit},
 };
 
 /// Most fixes in one batch.
@@ -131,6 +131,11 @@ pub struct CheckinIn {
     #[serde(skip)]
     #[schema(ignore)]
     pub invalid: bool,
+    /// The device sent no accuracy (the Traccar Client / OsmAnd protocol allows it); set by
+    /// the protocol readers, never read from the API's JSON, which requires `accuracy_m`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub accuracy_unknown: bool,
 }
 
 /// A batch of fixes, as an offline phone uploads its queue.
@@ -157,8 +162,8 @@ pub struct Fix {
     pub lat: f64,
     /// WGS-84 longitude.
     pub lon: f64,
-    /// Accuracy in metres.
-    pub accuracy_m: f64,
+    /// Accuracy in metres; null when the device sent none (flag `unknown_accuracy`).
+    pub accuracy_m: Option<f64>,
     /// Speed in m/s.
     pub speed_mps: Option<f64>,
     /// Heading in degrees.
@@ -195,7 +200,7 @@ impl From<fix::Model> for Fix {
             received_at: f.received_at,
             lat: f.lat,
             lon: f.lon,
-            accuracy_m: f.accuracy_m,
+            accuracy_m: (!Flags(f.flags).contains(Flags::UNKNOWN_ACCURACY)).then_some(f.accuracy_m),
             speed_mps: f.speed_mps,
             heading_deg: f.heading_deg,
             altitude_m: f.altitude_m,
@@ -266,7 +271,7 @@ pub struct BatchResult {
 const SERVER_OWNED: [&str; 4] = ["member_id", "received_at", "flags", "id"];
 
 /// Where a fix comes from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     /// `POST /api/v1/checkins`.
     Api,
@@ -411,6 +416,8 @@ pub struct MemberContext {
     mobility: Mobility,
     /// Shifts of the member from the sync window's start to a day ahead: id, start, end.
     shifts: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>,
+    /// The posts of those shifts.
+    posts: HashSet<Uuid>,
     covers: (DateTime<Utc>, DateTime<Utc>),
     loaded: std::time::Instant,
 }
@@ -427,6 +434,56 @@ impl MemberContexts {
     pub fn clear(&self) {
         if let Ok(mut m) = self.0.lock() {
             m.clear();
+        }
+    }
+}
+
+/// Each member's budget of late fixes: [`Settings::late_fixes_per_day`] at most, refilled
+/// evenly over the day. A late fix makes stored figures computed again, so without a bound
+/// one member could keep the coverage updater busy.
+///
+/// [`Settings::late_fixes_per_day`]: crate::settings::Settings::late_fixes_per_day
+#[derive(Default)]
+pub struct LateBudgets(std::sync::Mutex<HashMap<Uuid, (f64, std::time::Instant)>>);
+
+impl LateBudgets {
+    /// Takes `n` late fixes from the member's budget, or answers how many seconds until
+    /// the budget holds them.
+    pub fn take(&self, member_id: Uuid, n: usize, per_day: u32) -> Result<(), u64> {
+        if n == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(per_day);
+        let per_second = capacity / 86_400.0;
+        let now = std::time::Instant::now();
+        let Ok(mut budgets) = self.0.lock() else {
+            return Ok(());
+        };
+        if budgets.len() > 100_000 {
+            // Full budgets carry no state worth keeping.
+            budgets.retain(|_, (left, at)| {
+                *left + now.duration_since(*at).as_secs_f64() * per_second < capacity
+            });
+        }
+        let (left, at) = budgets.entry(member_id).or_insert((capacity, now));
+        *left = (*left + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
+        *at = now;
+        let wanted = n as f64;
+        if *left >= wanted {
+            *left -= wanted;
+            Ok(())
+        } else {
+            Err(((wanted - *left) / per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Gives back `n` fixes taken for fixes that turned out to be stored already.
+    pub fn refund(&self, member_id: Uuid, n: usize, per_day: u32) {
+        if n > 0
+            && let Ok(mut budgets) = self.0.lock()
+            && let Some((left, _)) = budgets.get_mut(&member_id)
+        {
+            *left = (*left + n as f64).min(f64::from(per_day));
         }
     }
 }
@@ -450,17 +507,18 @@ async fn member_context(
         (now - state.settings.sync_window - Duration::hours(1)).min(from),
         (now + Duration::days(1)).max(to + Duration::seconds(1)),
     );
-    let shifts = shift::Entity::find()
+    let models = shift::Entity::find()
         .filter(overlapping(covers.0, covers.1))
         .filter(shifts_of_member(member_id))
         .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|s| (s.id, s.starts_at, s.ends_at))
-        .collect();
+        .await?;
     let context = MemberContext {
         mobility: mobility(state, member_id).await?,
-        shifts,
+        shifts: models
+            .iter()
+            .map(|s| (s.id, s.starts_at, s.ends_at))
+            .collect(),
+        posts: models.iter().map(|s| s.post_id).collect(),
         covers,
         loaded: std::time::Instant::now(),
     };
@@ -471,6 +529,56 @@ async fn member_context(
         cache.insert(member_id, context.clone());
     }
     Ok(context)
+}
+
+/// The first and last `recorded_at` of the fixes that passed their checks so far.
+fn span_of(checked: &[Result<Candidate, ItemError>]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut times = checked
+        .iter()
+        .filter_map(|c| Some(c.as_ref().ok()?.input.recorded_at));
+    let first = times.next()?;
+    Some(times.fold((first, first), |(a, b), t| (a.min(t), b.max(t))))
+}
+
+/// Of these posts, those of the member's unit or a unit below it.
+async fn posts_in_units_of(
+    state: &AppState,
+    member_id: Uuid,
+    post_ids: HashSet<Uuid>,
+) -> ApiResult<HashSet<Uuid>> {
+    if post_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let Some(unit_id) = member::Entity::find_by_id(member_id)
+        .one(&state.db)
+        .await?
+        .and_then(|m| m.unit_id)
+    else {
+        return Ok(HashSet::new());
+    };
+    let Some(mine) = unit::Entity::find_by_id(unit_id).one(&state.db).await? else {
+        return Ok(HashSet::new());
+    };
+    let posts = post::Entity::find()
+        .filter(post::Column::Id.is_in(post_ids))
+        .all(&state.db)
+        .await?;
+    let units: HashMap<Uuid, String> = unit::Entity::find()
+        .filter(unit::Column::Id.is_in(posts.iter().map(|p| p.unit_id)))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.path))
+        .collect();
+    Ok(posts
+        .iter()
+        .filter(|p| {
+            units
+                .get(&p.unit_id)
+                .is_some_and(|path| path.starts_with(&mine.path))
+        })
+        .map(|p| p.id)
+        .collect())
 }
 
 /// Foot or vehicle, from the kinds of the member's teams ([`Mobility::of_team_kinds`]).
@@ -517,55 +625,69 @@ pub async fn ingest(
         .map(|i| i.and_then(|input| check_item(input, now, state.settings.sync_window)))
         .collect();
 
-    // Referenced posts and shifts must exist.
-    let post_ids: HashSet<Uuid> = checked
+    // A fix may name only the member's own shifts, and posts of those shifts or of the
+    // member's unit and below: naming another's shift or post would file the fix, and its
+    // arrival or SOS, under duty that is not the member's.
+    let named = checked
         .iter()
-        .filter_map(|c| c.as_ref().ok()?.input.post_id)
-        .collect();
-    let shift_ids: HashSet<Uuid> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok()?.input.shift_id)
-        .collect();
-    let known_posts: HashSet<Uuid> = if post_ids.is_empty() {
-        HashSet::new()
-    } else {
-        post::Entity::find()
-            .filter(post::Column::Id.is_in(post_ids))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|p| p.id)
-            .collect()
-    };
-    // Each named shift's post.
-    let known_shifts: HashMap<Uuid, Uuid> = if shift_ids.is_empty() {
-        HashMap::new()
-    } else {
-        shift::Entity::find()
-            .filter(shift::Column::Id.is_in(shift_ids))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|s| (s.id, s.post_id))
-            .collect()
-    };
-    for c in &mut checked {
-        if let Ok(candidate) = c {
-            let input = &candidate.input;
-            if input.post_id.is_some_and(|p| !known_posts.contains(&p)) {
-                *c = Err(item_error("post_id", "no such post"));
-                continue;
-            }
-            match input.shift_id.map(|s| known_shifts.get(&s)) {
-                None => {}
-                Some(None) => *c = Err(item_error("shift_id", "no such shift")),
-                Some(Some(post)) if input.post_id.is_some_and(|p| p != *post) => {
+        .filter_map(|c| c.as_ref().ok())
+        .any(|c| c.input.post_id.is_some() || c.input.shift_id.is_some());
+    if named {
+        let (from, to) = span_of(&checked).unwrap_or((now, now));
+        let context = member_context(state, member_id, from, to).await?;
+        let post_ids: HashSet<Uuid> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok()?.input.post_id)
+            .filter(|p| !context.posts.contains(p))
+            .collect();
+        let own_posts = posts_in_units_of(state, member_id, post_ids).await?;
+        let shift_ids: HashSet<Uuid> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok()?.input.shift_id)
+            .collect();
+        // Each named shift of the member's, with its post.
+        let own_shifts: HashMap<Uuid, Uuid> = if shift_ids.is_empty() {
+            HashMap::new()
+        } else {
+            let mine: HashSet<Uuid> = context.shifts.iter().map(|(id, _, _)| *id).collect();
+            shift::Entity::find()
+                .filter(shift::Column::Id.is_in(shift_ids.intersection(&mine).copied()))
+                .all(&state.db)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s.post_id))
+                .collect()
+        };
+        for c in &mut checked {
+            if let Ok(candidate) = c {
+                let input = &candidate.input;
+                // A kiosk's fixes carry its own post, which registering the kiosk allowed.
+                let post_allowed = |p: &Uuid| {
+                    source == Source::Kiosk || context.posts.contains(p) || own_posts.contains(p)
+                };
+                if input.post_id.is_some_and(|p| !post_allowed(&p)) {
                     *c = Err(item_error(
                         "post_id",
-                        "is not the post of the shift named by shift_id",
+                        "is not a post of your shifts or of your unit",
                     ));
+                    continue;
                 }
-                Some(Some(_)) => {}
+                match input.shift_id.map(|s| own_shifts.get(&s)) {
+                    None => {}
+                    Some(None) => {
+                        *c = Err(item_error(
+                            "shift_id",
+                            "is not one of your shifts (from the sync window's start to a day ahead)",
+                        ));
+                    }
+                    Some(Some(post)) if input.post_id.is_some_and(|p| p != *post) => {
+                        *c = Err(item_error(
+                            "post_id",
+                            "is not the post of the shift named by shift_id",
+                        ));
+                    }
+                    Some(Some(_)) => {}
+                }
             }
         }
     }
@@ -574,17 +696,7 @@ pub async fn ingest(
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
     let mut mobility = Mobility::Foot;
     let mut my_shifts = Vec::new();
-    if !good.is_empty() {
-        let from = good
-            .iter()
-            .map(|c| c.input.recorded_at)
-            .min()
-            .unwrap_or(now);
-        let to = good
-            .iter()
-            .map(|c| c.input.recorded_at)
-            .max()
-            .unwrap_or(now);
+    if let Some((from, to)) = span_of(&checked) {
         let context = member_context(state, member_id, from, to).await?;
         let t = state.settings.thresholds();
         for c in good {
@@ -600,6 +712,9 @@ pub async fn ingest(
                 plausibility::intrinsic_flags(&sample, i.mock.unwrap_or(false), now, &t);
             if i.invalid {
                 flags.insert(Flags::INVALID_FIX);
+            }
+            if i.accuracy_unknown {
+                flags.insert(Flags::UNKNOWN_ACCURACY);
             }
             // outside_shift: no shift of the member covers the moment.
             let at = i.recorded_at;
@@ -631,6 +746,19 @@ pub async fn ingest(
         mobility = context.mobility;
         my_shifts = context.shifts;
     }
+    // Late fixes spend the member's budget before anything is stored; those that prove to
+    // be stored already (a retry) are given back.
+    let late_by = now - crate::coverage::LATE;
+    let per_day = state.settings.late_fixes_per_day;
+    let late_sent = rows.iter().filter(|r| r.recorded_at < late_by).count();
+    if let Err(wait) = state.late_budgets.take(member_id, late_sent, per_day) {
+        return Err(ApiError::rate_limited(
+            format!(
+                "more late fixes than {per_day} a day from one member; nothing was stored, send them again in {wait} seconds"
+            ),
+            wait,
+        ));
+    }
     let written = state
         .writer
         .write(Batch {
@@ -647,6 +775,11 @@ pub async fn ingest(
                 "the fixes could not be stored; nothing was acknowledged, send them again",
             )
         })?;
+    let late_again = written
+        .iter()
+        .filter(|w| matches!(w, Written::Duplicate(f) | Written::Conflict(f) if f.recorded_at < late_by))
+        .count();
+    state.late_budgets.refund(member_id, late_again, per_day);
     // Live events, and at once an evaluation for an SOS; neither waits.
     let created: Vec<fix::Model> = written
         .iter()
@@ -660,17 +793,20 @@ pub async fn ingest(
     }
     state.events.checkins(created);
     // Late fixes stored now change the stored coverage of the settled shifts they touch.
-    let late: Vec<(DateTime<Utc>, f64, f64)> = written
+    // Judged by the clock after the write: a shift that settled while the fixes were
+    // being written may have had its figures computed without them.
+    let stored_by = Utc::now();
+    let late: Vec<DateTime<Utc>> = written
         .iter()
         .filter_map(|w| match w {
-            Written::Created(f) if f.recorded_at < now - crate::coverage::LATE => {
-                Some((f.recorded_at, f.lat, f.lon))
+            Written::Created(f) if f.recorded_at < stored_by - crate::coverage::LATE => {
+                Some(f.recorded_at)
             }
             _ => None,
         })
         .collect();
     if !late.is_empty() {
-        crate::coverage::mark_touched(state, &my_shifts, &late, now).await?;
+        crate::coverage::mark_touched(state, &my_shifts, &late, stored_by).await;
     }
     let mut written = written.into_iter();
     Ok(checked

@@ -706,15 +706,22 @@ pub async fn live_board(
     let people = people_on(&state.db, &running).await?;
     let look_back = Duration::seconds(settings.max_gap_s)
         .max(Duration::minutes(state.settings.silent_after_min));
-    let recent = fix::Entity::find()
-        .filter(fix::Column::RecordedAt.gte(now - look_back))
-        .filter(fix::Column::RecordedAt.lte(now + Duration::minutes(5)))
-        .filter(
-            fix::by_member_on(state.db.get_database_backend())
-                .unwrap_or_else(sea_orm::Condition::all),
-        )
-        .all(&state.db)
-        .await?;
+    // Only the fixes of the people on the running shifts: nobody else can be present or
+    // silent on the board, and reading everyone's positions would reveal them to it.
+    let mut crew: Vec<Uuid> = people.values().flatten().copied().collect();
+    crew.sort_unstable();
+    crew.dedup();
+    let mut recent = Vec::new();
+    for chunk in crew.chunks(500) {
+        recent.extend(
+            fix::Entity::find()
+                .filter(fix::Column::MemberId.is_in(chunk.iter().copied()))
+                .filter(fix::Column::RecordedAt.gte(now - look_back))
+                .filter(fix::Column::RecordedAt.lte(now + Duration::minutes(5)))
+                .all(&state.db)
+                .await?,
+        );
+    }
     let recent: Vec<fix::Model> = recent
         .into_iter()
         .filter(|f| f.recorded_at <= now && !Flags(f.flags).excludes_from_board())
@@ -731,7 +738,9 @@ pub async fn live_board(
     let present_since = now - Duration::seconds(settings.max_gap_s);
     let eligible: Vec<&fix::Model> = recent
         .iter()
-        .filter(|f| f.recorded_at >= present_since && f.accuracy_m <= settings.max_accuracy_m)
+        .filter(|f| {
+            f.recorded_at >= present_since && settings.accurate_enough(f.accuracy_m, Flags(f.flags))
+        })
         .collect();
     let mut board = Vec::with_capacity(posts.len());
     for p in posts {
@@ -861,11 +870,23 @@ pub async fn status_now(
 ) -> ApiResult<axum::Json<StatusNow>> {
     user.require_manager()?;
     let posts = posts_for(&state, &user, None, None, None).await?;
-    Ok(axum::Json(
-        live_board(&state, &posts, Utc::now(), SilentLastFix::Read)
-            .await?
-            .board,
-    ))
+    let board = live_board(&state, &posts, Utc::now(), SilentLastFix::Read)
+        .await?
+        .board;
+    // Who is at which post now, and where a silent member was last: positions.
+    let shown = board
+        .posts
+        .iter()
+        .flat_map(|p| p.present.iter().copied())
+        .chain(
+            board
+                .silent
+                .iter()
+                .filter(|m| m.last_position.is_some())
+                .map(|m| m.member_id),
+        );
+    crate::audit::record_live(&state, user.id, shown, "status_now", board.at).await?;
+    Ok(axum::Json(board))
 }
 
 /// Span of `GET /me/coverage`; both default to now.

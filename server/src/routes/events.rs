@@ -29,6 +29,132 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
 }
 
+/// How often an open stream checks that its viewer may still see what it shows.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// Members whose positions a stream showed and not yet audited.
+#[derive(Default)]
+struct Seen(std::collections::HashSet<uuid::Uuid>);
+
+impl Seen {
+    /// Notes an event that carries a member's position: a check-in, or an alert (an SOS
+    /// or a silent member's last position).
+    fn note(&mut self, e: &Event) {
+        if (e.kind == kind::CHECKIN || e.kind == kind::ALERT)
+            && let Some(m) = e.member_id
+        {
+            self.0.insert(m);
+        }
+    }
+
+    async fn flush(&mut self, state: &AppState, viewer: uuid::Uuid) {
+        if self.0.is_empty() {
+            return;
+        }
+        let subjects: Vec<uuid::Uuid> = self.0.drain().collect();
+        if let Err(e) =
+            crate::audit::record_live(state, viewer, subjects, "event_stream", chrono::Utc::now())
+                .await
+        {
+            tracing::warn!(error = %e, "auditing the positions an event stream showed failed");
+        }
+    }
+}
+
+/// One open stream.
+struct Stream<'a> {
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+    viewer: Viewer,
+    seen: &'a mut Seen,
+    last_sent: u64,
+}
+
+impl Stream<'_> {
+    /// Sends the events the viewer sees and has not had; false when the client is gone.
+    async fn send_all(&mut self, events: Vec<Arc<Event>>) -> bool {
+        for e in events {
+            if e.id <= self.last_sent {
+                continue;
+            }
+            self.last_sent = e.id;
+            if self.viewer.sees(&e) {
+                self.seen.note(&e);
+                if self.tx.send(Ok(sse(&e))).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn reset(&mut self, latest: u64) -> bool {
+        self.last_sent = latest;
+        self.tx.send(Ok(reset(latest))).await.is_ok()
+    }
+
+    /// Streams until the client goes, the server shuts down, or the viewer may no longer
+    /// see as they did when the stream opened (logged out, deactivated, a new role or
+    /// unit, the access token expired): the client then reconnects with a fresh token
+    /// and `Last-Event-ID`, and gets what it may see now.
+    async fn run(
+        mut self,
+        state: &AppState,
+        user: &AuthUser,
+        start: Start,
+        mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+        last: Option<&str>,
+    ) {
+        let hub = state.events.hub.clone();
+        match start {
+            Start::Replay(events) => {
+                if let Some(raw) = last {
+                    self.last_sent = raw.trim().parse().unwrap_or(0);
+                }
+                if !self.send_all(events).await {
+                    return;
+                }
+            }
+            Start::Reset(latest) => {
+                if !self.reset(latest).await {
+                    return;
+                }
+            }
+        }
+        let mut closing = hub.closing();
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            let received = tokio::select! {
+                r = rx.recv() => Some(r),
+                // The server is shutting down: end the stream so it does not hold it up.
+                _ = closing.wait_for(|c| *c) => return,
+                // The client went away: end now, not at the next event it would see.
+                _ = self.tx.closed() => return,
+                _ = recheck.tick() => None,
+            };
+            let Some(received) = received else {
+                if !user.still_sees_as(state).await {
+                    return;
+                }
+                self.seen.flush(state, user.id).await;
+                continue;
+            };
+            let sent = match received {
+                Ok(e) => self.send_all(vec![e]).await,
+                // Fell behind the fan-out: catch up from the history, or reset.
+                Err(RecvError::Lagged(_)) => match hub.since(self.last_sent) {
+                    Ok(events) => self.send_all(events).await,
+                    Err(latest) => self.reset(latest).await,
+                },
+                Err(RecvError::Closed) => return,
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+}
+
 fn sse(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.id.to_string())
@@ -52,6 +178,10 @@ fn reset(id: u64) -> SseEvent {
 /// longer reaches back to it, a `reset` event comes first and the client should re-read
 /// `/status/now` and `/alerts`. At most 8 streams per member may be open at once in one
 /// server process; a further one is answered 429 with `Retry-After`.
+/// A stream ends within seconds once its viewer may no longer see as they did when it
+/// opened (logged out, deactivated, given another role or unit) and when its access token
+/// expires: reconnect with a fresh token and `Last-Event-ID`. The positions a stream
+/// shows (check-ins, alerts) are audited, once per viewer, member and hour.
 #[utoipa::path(get, path = "/events", tag = "live", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after it")),
     responses((status = 200, description = "An endless stream of events", body = String, content_type = "text/event-stream")))]
@@ -76,75 +206,20 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let hub = state.events.hub.clone();
-    let (start, mut rx) = hub.subscribe(last.as_deref());
+    let (start, rx) = hub.subscribe(last.as_deref());
     let (tx, out) = mpsc::channel(CONNECTION_BUFFER);
     tokio::spawn(async move {
         // Held while the stream runs; its end frees the place.
         let _place = place;
-        let send_all = async |tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
-                              events: Vec<Arc<Event>>,
-                              last: &mut u64|
-               -> bool {
-            for e in events {
-                if e.id <= *last {
-                    continue;
-                }
-                *last = e.id;
-                if viewer.sees(&e) && tx.send(Ok(sse(&e))).await.is_err() {
-                    return false;
-                }
-            }
-            true
+        let mut seen = Seen::default();
+        let stream = Stream {
+            tx,
+            viewer,
+            seen: &mut seen,
+            last_sent: 0,
         };
-        let mut last_sent = 0u64;
-        match start {
-            Start::Replay(events) => {
-                if let Some(raw) = &last {
-                    last_sent = raw.trim().parse().unwrap_or(0);
-                }
-                if !send_all(&tx, events, &mut last_sent).await {
-                    return;
-                }
-            }
-            Start::Reset(latest) => {
-                last_sent = latest;
-                if tx.send(Ok(reset(latest))).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let mut closing = hub.closing();
-        loop {
-            let received = tokio::select! {
-                r = rx.recv() => r,
-                // The server is shutting down: end the stream so it does not hold it up.
-                _ = closing.wait_for(|c| *c) => return,
-                // The client went away: end now, not at the next event it would see.
-                _ = tx.closed() => return,
-            };
-            match received {
-                Ok(e) => {
-                    if !send_all(&tx, vec![e], &mut last_sent).await {
-                        return;
-                    }
-                }
-                // Fell behind the fan-out: catch up from the history, or reset.
-                Err(RecvError::Lagged(_)) => match hub.since(last_sent) {
-                    Ok(events) => {
-                        if !send_all(&tx, events, &mut last_sent).await {
-                            return;
-                        }
-                    }
-                    Err(latest) => {
-                        last_sent = latest;
-                        if tx.send(Ok(reset(latest))).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-                Err(RecvError::Closed) => return,
-            }
-        }
+        stream.run(&state, &user, start, rx, last.as_deref()).await;
+        seen.flush(&state, user.id).await;
     });
     Sse::new(ReceiverStream::new(out))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("ping"))

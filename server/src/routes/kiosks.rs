@@ -342,6 +342,7 @@ impl KioskPosition {
             datum: None,
             mock: None,
             invalid: false,
+            accuracy_unknown: false,
         }
     }
 }
@@ -1451,6 +1452,7 @@ mod tests {
             datum: None,
             mock: None,
             invalid: false,
+            accuracy_unknown: false,
         };
         assert_eq!(
             admit_kiosk_fix(fix(None, None), post).unwrap().post_id,

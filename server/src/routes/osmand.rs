@@ -135,12 +135,13 @@ fn from_params(params: &HashMap<String, String>, key_id: Uuid) -> Result<Checkin
         None => Utc::now(),
     };
     let alarm = params.get("alarm").is_some_and(|a| is_distress(a));
+    let accuracy = side(side_param(params, "accuracy"), 0.0..=f64::MAX);
     Ok(CheckinIn {
         client_id: client_id(key_id, recorded_at),
         recorded_at,
         lat,
         lon,
-        accuracy_m: side(side_param(params, "accuracy"), 0.0..=f64::MAX).unwrap_or(0.0),
+        accuracy_m: accuracy.unwrap_or(0.0),
         speed_mps: side(side_param(params, "speed"), 0.0..=f64::MAX).map(|k| k * KNOT_MPS),
         heading_deg: side(side_param(params, "bearing"), 0.0..=360.0),
         altitude_m: side(side_param(params, "altitude"), -20_000.0..=20_000.0),
@@ -151,6 +152,7 @@ fn from_params(params: &HashMap<String, String>, key_id: Uuid) -> Result<Checkin
         datum: None,
         mock: params.get("mock").map(|m| m == "true" || m == "1"),
         invalid: params.get("valid").is_some_and(|v| says_invalid(v)),
+        accuracy_unknown: accuracy.is_none(),
     })
 }
 
@@ -192,12 +194,13 @@ fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
         Some(Value::String(s)) => says_invalid(s),
         _ => false,
     };
+    let accuracy = side(num(coords, "accuracy"), 0.0..=f64::MAX);
     Ok(CheckinIn {
         client_id: client_id(key_id, recorded_at),
         recorded_at,
         lat,
         lon,
-        accuracy_m: side(num(coords, "accuracy"), 0.0..=f64::MAX).unwrap_or(0.0),
+        accuracy_m: accuracy.unwrap_or(0.0),
         speed_mps: side(num(coords, "speed"), 0.0..=f64::MAX),
         heading_deg: side(num(coords, "heading"), 0.0..=360.0),
         altitude_m: side(num(coords, "altitude"), -20_000.0..=20_000.0),
@@ -208,6 +211,7 @@ fn from_location(loc: &Value, key_id: Uuid) -> Result<CheckinIn, ItemError> {
         datum: None,
         mock: loc.get("mock").and_then(Value::as_bool),
         invalid,
+        accuracy_unknown: accuracy.is_none(),
     })
 }
 
@@ -299,7 +303,7 @@ fn params_of(query: Option<&str>) -> HashMap<String, String> {
         ("lat" = f64, Query, description = "Latitude"),
         ("lon" = f64, Query, description = "Longitude"),
         ("timestamp" = Option<String>, Query, description = "Unix seconds or ISO 8601 (default: now)"),
-        ("accuracy" = Option<f64>, Query, description = "Metres"),
+        ("accuracy" = Option<f64>, Query, description = "Metres; without it the fix is flagged `unknown_accuracy` and counts only if `PATROL_COUNT_UNKNOWN_ACCURACY` says so"),
         ("speed" = Option<f64>, Query, description = "Knots"),
         ("bearing" = Option<f64>, Query, description = "Degrees"),
         ("altitude" = Option<f64>, Query, description = "Metres"),

@@ -1,8 +1,6 @@
 //! Reading positions back: `GET /checkins`, `GET /members/{id}/track`, and the audit trail
 //! that every read of someone else's positions leaves (`GET /audit`).
 
-use std::collections::BTreeSet;
-
 use axum::{
     extract::State,
     http::header,
@@ -10,8 +8,7 @@ use axum::{
 };
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    sea_query::Query,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -93,38 +90,7 @@ async fn readable_subject(
     }
 }
 
-/// Appends one audit record per member whose positions someone else read.
-async fn audit(
-    state: &AppState,
-    viewer: Uuid,
-    subjects: impl IntoIterator<Item = Uuid>,
-    action: &str,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-) -> ApiResult<()> {
-    let now = Utc::now();
-    let rows: Vec<audit_record::ActiveModel> = subjects
-        .into_iter()
-        .filter(|s| *s != viewer)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|subject| audit_record::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            viewer_id: Set(viewer),
-            subject_id: Set(subject),
-            action: Set(action.to_owned()),
-            span_from: Set(from),
-            span_to: Set(to),
-            at: Set(now),
-        })
-        .collect();
-    if !rows.is_empty() {
-        audit_record::Entity::insert_many(rows)
-            .exec_without_returning(&state.db)
-            .await?;
-    }
-    Ok(())
-}
+use crate::audit::record as audit;
 
 /// Fixes, newest received first (a page stays stable while new fixes arrive). Officers
 /// and volunteers see their own; commanders those of their subtree's members. Reading
@@ -315,10 +281,16 @@ pub async fn member_track(
             ));
             // The evidence a plain GPX point cannot carry: a flagged fix never counts.
             gpx.push_str(&format!(
-                "<extensions><patrol:kind>{}</patrol:kind><patrol:accuracy_m>{}</patrol:accuracy_m>",
-                xml_escape(&f.kind),
-                f.accuracy_m
+                "<extensions><patrol:kind>{}</patrol:kind>",
+                xml_escape(&f.kind)
             ));
+            // A device that sent no accuracy has none to show (flag unknown_accuracy).
+            if !Flags(f.flags).contains(Flags::UNKNOWN_ACCURACY) {
+                gpx.push_str(&format!(
+                    "<patrol:accuracy_m>{}</patrol:accuracy_m>",
+                    f.accuracy_m
+                ));
+            }
             for flag in Flags(f.flags).names() {
                 gpx.push_str(&format!("<patrol:flag>{flag}</patrol:flag>"));
             }
@@ -358,7 +330,11 @@ pub struct AuditRecord {
     pub viewer_id: Uuid,
     /// Whose positions.
     pub subject_id: Uuid,
-    /// `list_checkins` or `track`.
+    /// `list_checkins` or `track` (the span asked for); or, for positions seen live,
+    /// `event_stream` (check-ins and alerts on `GET /events`), `status_now` (who is at a
+    /// post, a silent member's last position) or `alerts` (an alert's position): one record
+    /// per viewer, subject and hour, the span being that hour. Kiosk sign-ons are recorded
+    /// as `kiosk_sign_on` and `kiosk_sign_off`.
     pub action: String,
     /// Start of the span read.
     pub span_from: Option<DateTime<Utc>>,

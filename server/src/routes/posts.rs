@@ -451,7 +451,6 @@ pub async fn create_post(
         )));
     }
     let model = insert_post(&state.db, &req, &g, &r).await?;
-    state.posts_changed();
     Ok((StatusCode::CREATED, axum::Json(model.into())))
 }
 
@@ -585,7 +584,6 @@ pub async fn patch_post(
     apply_requirements(&mut active, &r);
     active.updated_at = Set(Utc::now());
     let updated = update_post(&state, id, active).await?;
-    state.posts_changed();
     Ok(axum::Json(updated.into()))
 }
 
@@ -613,7 +611,6 @@ pub async fn delete_post(
         )));
     }
     post::Entity::delete_by_id(id).exec(&state.db).await?;
-    state.posts_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -804,7 +801,6 @@ pub async fn import_collection(
         report.results.push(result);
         progress(index + 1);
     }
-    state.posts_changed();
     Ok(report)
 }
 
