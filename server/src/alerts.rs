@@ -5,14 +5,15 @@
 //! [`crate::domain::alerts::decide`] which alerts should be open, and diffs that against
 //! the stored open alerts: it raises the new ones and resolves those whose condition has
 //! cleared. It runs every `alert_every_s`, and at once after an SOS check-in. With several
-//! processes on one PostgreSQL, only the one holding a transaction-level advisory lock
-//! evaluates; the unique `open_key` makes a second raise of the same alert impossible
-//! anyway.
+//! processes on one PostgreSQL, one evaluates at a time, under its job lock (see
+//! [`crate::jobs`]), and writes its changes in the lock's transaction; the unique
+//! `open_key` makes a second raise of the same alert impossible anyway.
 //!
 //! The watcher recomputes the staffed state of every post about a second after check-ins
 //! and after each evaluation, and publishes a `post_status` event for each post whose state
-//! flipped since the state stored in `post_states` (shared by all processes, and written
-//! under an advisory lock too, so each flip is published once).
+//! flipped since the state stored in `post_states` (shared by all processes). It computes
+//! and writes under its own job lock, so each flip is published once and a view older than
+//! the stored one never overwrites it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,8 +22,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Set, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
     sea_query::{Expr, OnConflict},
 };
 use serde::Serialize;
@@ -44,6 +44,7 @@ use crate::{
     },
     error::ApiResult,
     events::{NewEvent, kind, post_status_data, unit_paths},
+    jobs::Job,
     routes::checkins::FixKind,
     routes::{
         coverage::{SilentLastFix, live_board},
@@ -56,10 +57,6 @@ use crate::{
     webhook::Webhook,
 };
 
-/// Key of the advisory lock of the evaluator.
-const EVALUATOR_LOCK: i64 = 0x7061_7472_6f6c_0002;
-/// Key of the advisory lock of the post status watcher.
-const WATCHER_LOCK: i64 = 0x7061_7472_6f6c_0003;
 /// How long the watcher waits after a check-in for more before recomputing.
 const WATCH_DEBOUNCE: Duration = Duration::from_secs(1);
 /// How far ahead roster gaps raise alerts.
@@ -214,38 +211,13 @@ pub enum Evaluation {
     Skipped,
 }
 
-/// On PostgreSQL, a transaction holding the advisory lock `key`, or `None` when another
-/// process holds it.
-async fn locked(state: &AppState, key: i64) -> Result<Option<DatabaseTransaction>, DbErr> {
-    let txn = state.db.begin().await?;
-    let row = txn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT pg_try_advisory_xact_lock({key}) AS got"),
-        ))
-        .await?;
-    let got = row.map(|r| r.try_get::<bool>("", "got")).transpose()?;
-    if got == Some(true) {
-        Ok(Some(txn))
-    } else {
-        txn.rollback().await?;
-        Ok(None)
-    }
-}
-
 /// Evaluates the alert rules once: raises and resolves alerts, and publishes the changes.
 pub async fn evaluate(state: &AppState) -> ApiResult<Evaluation> {
     let _one = state.alerts.evaluating.lock().await;
-    let pg = state.db.get_database_backend() == DbBackend::Postgres;
-    // On PostgreSQL the lock is taken first, so that only one process does the work. On
-    // SQLite (one process) the mutex above is enough.
-    let mut txn = if pg {
-        match locked(state, EVALUATOR_LOCK).await? {
-            Some(t) => Some(t),
-            None => return Ok(Evaluation::Skipped),
-        }
-    } else {
-        None
+    // The facts are gathered under the lock, so that they are never older than those of
+    // the evaluation another process committed before.
+    let Some(held) = state.job_locks.try_hold(Job::AlertEvaluator).await? else {
+        return Ok(Evaluation::Skipped);
     };
     let now = Utc::now();
     let facts = gather(state, now).await?;
@@ -254,16 +226,13 @@ pub async fn evaluate(state: &AppState) -> ApiResult<Evaluation> {
         silent_after: chrono::Duration::minutes(state.settings.silent_after_min),
         sos_hold: chrono::Duration::minutes(state.settings.sos_hold_min),
     };
-    let (raised, resolved) = match txn.take() {
-        Some(txn) => {
-            let changes = apply(&txn, facts, &rules, now).await?;
-            txn.commit().await?;
-            changes
-        }
+    let (raised, resolved) = match held.txn() {
+        Some(txn) => apply(txn, facts, &rules, now).await?,
         // SQLite: one process, one evaluation at a time (the mutex); each statement
         // commits on its own, so no read transaction has to be upgraded to a write.
         None => apply(&state.db, facts, &rules, now).await?,
     };
+    held.release().await?;
     if !raised.is_empty() || !resolved.is_empty() {
         tracing::info!(
             raised = raised.len(),
@@ -610,19 +579,19 @@ pub fn spawn_evaluator(state: AppState) -> tokio::task::JoinHandle<()> {
 /// that flipped; answers how many did (none when another process is doing it).
 pub async fn watch_posts_once(state: &AppState) -> ApiResult<usize> {
     let _one = state.alerts.watching.lock().await;
+    // The board is computed under the lock: one computed before it could be older than the
+    // one another process stored meanwhile, and would flip its posts back.
+    let Some(held) = state.job_locks.try_hold(Job::PostWatcher).await? else {
+        return Ok(0);
+    };
     let now = Utc::now();
     let posts = post::Entity::find().all(&state.db).await?;
     let live = live_board(state, &posts, now, SilentLastFix::Skip).await?;
-    let changed = if state.db.get_database_backend() == DbBackend::Postgres {
-        let Some(txn) = locked(state, WATCHER_LOCK).await? else {
-            return Ok(0);
-        };
-        let changed = store_flips(&txn, &live.board.posts, now).await?;
-        txn.commit().await?;
-        changed
-    } else {
-        store_flips(&state.db, &live.board.posts, now).await?
+    let changed = match held.txn() {
+        Some(txn) => store_flips(txn, &live.board.posts, now).await?,
+        None => store_flips(&state.db, &live.board.posts, now).await?,
     };
+    held.release().await?;
     let units: HashMap<Uuid, Uuid> = posts.iter().map(|p| (p.id, p.unit_id)).collect();
     if changed.is_empty() {
         return Ok(0);

@@ -29,6 +29,7 @@ use crate::{
         plausibility::Flags,
     },
     error::{ApiError, ApiResult},
+    jobs::Job,
     routes::shifts::people_on,
     state::AppState,
     store::{fix, post, shift, shift_coverage},
@@ -1256,7 +1257,8 @@ pub async fn rebuild(
 }
 
 /// Keeps stored coverage current in the background: after a shift ends, and after late
-/// fixes (woken by [`mark_stale`]).
+/// fixes (woken by [`mark_stale`] in this process, and every [`UPDATE_EVERY`] for the
+/// marks other processes left).
 pub fn spawn_updater(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -1267,8 +1269,11 @@ pub fn spawn_updater(state: AppState) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "marking stored coverage stale failed; will try again");
                 state.deferred_stale.add(&deferred);
             }
-            match update_finished(&state, 200).await {
-                Ok(n) if n >= 200 => continue,
+            // One process at a time; late fixes that reach another process leave their
+            // marks in the database, where this pass (or that process's) finds them.
+            let pass = update_finished(&state, 200);
+            match state.job_locks.run(Job::CoverageUpdater, pass).await {
+                Ok(Some(n)) if n >= 200 => continue,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "updating stored coverage failed; will try again")

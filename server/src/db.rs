@@ -240,9 +240,49 @@ async fn show(db: &DatabaseConnection, name: &str) -> anyhow::Result<String> {
     Ok(row.try_get_by_index::<String>(0)?)
 }
 
-/// Applies every pending migration.
+/// Applies every pending migration. On PostgreSQL the processes that start at once on a
+/// new database take turns: the first applies the migrations, the others wait for it and
+/// then find none pending.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("applying migrations")
+    let turn = match db.get_database_backend() {
+        DbBackend::Postgres => Some(migration_turn(db).await?),
+        _ => None,
+    };
+    let applied = Migrator::up(db, None).await.context("applying migrations");
+    if let Some(conn) = turn {
+        // Ending the session lets the lock go (as it does if this process dies first).
+        sqlx::Connection::close(conn).await.ok();
+    }
+    applied
+}
+
+/// A connection of its own, outside the pool, holding the session-level advisory lock of
+/// the migrations: the pool applies them, one migration a transaction, so no transaction
+/// of its could hold the lock throughout, and a pool of one connection could not lend a
+/// second.
+async fn migration_turn(db: &DatabaseConnection) -> anyhow::Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let options = db.get_postgres_connection_pool().connect_options();
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .context("connecting to take the migration lock")?;
+    // The pool's lock_timeout would give up while another process is still migrating.
+    sqlx::Executor::execute(&mut conn, "SET lock_timeout = 0").await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(crate::jobs::MIGRATION_KEY)
+        .execute(&mut conn)
+        .await
+        .context("waiting for another process's migrations")?;
+    Ok(conn)
+}
+
+/// The pool the job locks are taken on (see [`crate::jobs`]), with `connections`
+/// connections at most; for PostgreSQL only.
+pub async fn connect_job_locks(
+    settings: &Settings,
+    connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    open(settings, connections, None).await
 }
 
 /// The signing secret to use when the operator gave none: generated once, stored with the

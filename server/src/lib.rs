@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 // Borrows socket descriptors that sqlx owns, to set one option on them.
 #[allow(unsafe_code)]
@@ -118,7 +119,7 @@ pub async fn serve_with(
         hub.close();
         let _ = stopping_tx.send(());
     };
-    let purger = retention::spawn_purger(state.db.clone(), state.settings.clone());
+    let purger = retention::spawn_purger(state.clone());
     let updater = coverage::spawn_updater(state.clone());
     let packer = db::writer_options(&state.settings, packs::CACHE_KIB).map(packs::spawn_packer);
     let evaluator = alerts::spawn_evaluator(state.clone());
@@ -151,6 +152,7 @@ pub async fn serve_with(
     }
     evaluator.abort();
     watcher.abort();
+    state.job_locks.close().await;
     state.db.close_by_ref().await.ok();
     Ok(())
 }

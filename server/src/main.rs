@@ -31,7 +31,7 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Delete fixes and audit records past their retention (the server also does this hourly)
+    /// Delete fixes and audit records past their retention (the server also does this, hourly by default)
     Purge,
     /// Coverage maintenance
     Coverage {

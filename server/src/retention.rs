@@ -1,7 +1,6 @@
 //! Retention: fixes older than `retention_days` and audit records older than
-//! `audit_retention_days` are deleted, hourly in the background and by `patrol purge`.
-
-use std::time::Duration;
+//! `audit_retention_days` are deleted, every `purge_every_s` (an hour) in the background
+//! and by `patrol purge`.
 
 use chrono::Utc;
 use sea_orm::{
@@ -9,12 +8,11 @@ use sea_orm::{
 };
 
 use crate::{
+    jobs::Job,
     settings::Settings,
+    state::AppState,
     store::{audit_record, fix},
 };
-
-/// How often the server purges.
-pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a purge deleted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -58,17 +56,16 @@ pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purge
     })
 }
 
-/// Purges now and then every hour, until the process ends.
-pub fn spawn_purger(
-    db: DatabaseConnection,
-    settings: std::sync::Arc<Settings>,
-) -> tokio::task::JoinHandle<()> {
+/// Purges now and then every `purge_every_s`, until the process ends; with several
+/// processes on one PostgreSQL, one of them at a time.
+pub fn spawn_purger(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PURGE_EVERY);
+        let mut tick = tokio::time::interval(state.settings.purge_interval);
         loop {
             tick.tick().await;
-            match purge(&db, &settings).await {
-                Ok(p) if p.fixes + p.audit_records > 0 => {
+            let pass = purge(&state.db, &state.settings);
+            match state.job_locks.run(Job::RetentionPurge, pass).await {
+                Ok(Some(p)) if p.fixes + p.audit_records > 0 => {
                     tracing::info!(
                         fixes = p.fixes,
                         audit_records = p.audit_records,

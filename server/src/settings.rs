@@ -209,6 +209,14 @@ pub struct SettingsArgs {
         value_name = "DAYS"
     )]
     pub audit_retention_days: Option<u32>,
+    /// Seconds between purges of what is past its retention [default: 3600]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_PURGE_EVERY_S",
+        value_name = "SECONDS"
+    )]
+    pub purge_every_s: Option<u64>,
     /// Background map tiles for the console, an XYZ URL template such as https://tiles.example/{z}/{x}/{y}.png [default: none, a plain map]
     #[arg(long, global = true, env = "PATROL_TILE_URL", value_name = "URL")]
     pub tile_url: Option<String>,
@@ -289,6 +297,7 @@ struct SettingsFile {
     static_repeat_run: Option<usize>,
     retention_days: Option<u32>,
     audit_retention_days: Option<u32>,
+    purge_every_s: Option<u64>,
     tile_url: Option<String>,
     alert_every_s: Option<u64>,
     route_idle_min: Option<i64>,
@@ -383,6 +392,8 @@ pub struct Settings {
     pub retention_days: u32,
     /// Days audit records are kept.
     pub audit_retention_days: u32,
+    /// How often the server purges what is past its retention.
+    pub purge_interval: Duration,
     /// How often the alert rules are evaluated.
     pub alert_interval: Duration,
     /// Minutes without an eligible fix before a route shift is idle.
@@ -633,6 +644,10 @@ impl Settings {
         if retention_days == 0 || audit_retention_days == 0 {
             bail!("retention_days and audit_retention_days must be at least 1");
         }
+        let purge_every_s = args.purge_every_s.or(file.purge_every_s).unwrap_or(3600);
+        if !(1..=86_400).contains(&purge_every_s) {
+            bail!("purge_every_s must be between 1 and 86400");
+        }
         let tile_url = args
             .tile_url
             .or(file.tile_url)
@@ -741,6 +756,7 @@ impl Settings {
             static_repeat_run,
             retention_days,
             audit_retention_days,
+            purge_interval: Duration::from_secs(purge_every_s),
             tile_url,
         })
     }

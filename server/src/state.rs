@@ -59,6 +59,8 @@ pub struct Shared {
     pub alerts: Arc<crate::alerts::Alerts>,
     /// Reads of many rows on connections of their own, for a SQLite file.
     pub sqlite_reads: Option<Arc<crate::sqlite_reads::SqliteReads>>,
+    /// The locks that keep each background job to one process at a time.
+    pub job_locks: crate::jobs::JobLocks,
 }
 
 impl AppState {
@@ -115,8 +117,10 @@ impl AppState {
         }
         let sqlite_reads = db::sqlite_file(&settings)
             .map(|path| crate::sqlite_reads::SqliteReads::new(path, settings.db_lock_timeout));
+        let job_locks = crate::jobs::JobLocks::open(&settings).await?;
         Ok(AppState(Arc::new(Shared {
             sqlite_reads,
+            job_locks,
             events,
             alerts: Arc::new(crate::alerts::Alerts::new(webhook)),
             writer,

@@ -63,6 +63,26 @@ pub fn on_postgres() -> bool {
     std::env::var("PATROL_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
 }
 
+/// A command running the `patrol` binary at `bin` in `dir` on the database at `url`, with
+/// no environment but `PATH`, so that no setting of the test's own leaks in.
+pub fn patrol_command(bin: &str, dir: &std::path::Path, url: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PATROL_DATABASE_URL", url)
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -426,8 +446,20 @@ impl TestServer {
         token: Option<&str>,
         last_event_id: Option<&str>,
     ) -> Result<EventStream, Answer> {
+        EventStream::open(&self.base, token, last_event_id).await
+    }
+}
+
+impl EventStream {
+    /// Opens the event stream of the server at `base` (which may be another process); a
+    /// refusal comes back as the answer.
+    pub async fn open(
+        base: &str,
+        token: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream, Answer> {
         let client = reqwest::Client::new();
-        let mut req = client.get(format!("{}/api/v1/events", self.base));
+        let mut req = client.get(format!("{base}/api/v1/events"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
