@@ -1,13 +1,18 @@
 //! The compliance marks (issue 27, item 5): equal scores share their fate, the ranking is
 //! the district's whoever asks, a month before any roster is not ranked, a unit that met
-//! none of its duty is never commended, and too few units are not marked.
+//! none of its duty is never commended, and too few units are not marked; the console
+//! shows shared ranks and scores fine enough to tell units apart.
 //!
 //! Each street or police station has a kiosk of its own and one officer; a shift is an hour
 //! in the middle of a past month, met when the officer sends a fix every minute at the kiosk.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration as Wait};
 
-use api_tests::{Org, PASSWORD, TestServer, id};
+use api_tests::{
+    Org, PASSWORD, TestServer,
+    browser::{Browser, browser_or_skip},
+    id,
+};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use reqwest::StatusCode;
@@ -409,4 +414,84 @@ async fn too_few_units_are_not_marked() {
     assert_eq!(row(&r, "S2")["rank"], 2);
     assert_eq!(r["ranked_units"], 2, "{r:#}");
     assert_eq!(r["marks_withheld"], "too_few_units", "{r:#}");
+}
+
+/// The console shows a shared rank as "=1" and scores to 0.01 %, names only the unit below
+/// the tie, and shows a commander the same rank for their street, tie included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_shared_ranks_and_fine_scores() {
+    let Some(binaries) = browser_or_skip("the_console_shows_shared_ranks") else {
+        return;
+    };
+    let d = District::new(true, "rostered").await;
+    let month = month_back(d.tz, 1);
+    for code in ["S1", "S2", "S3"] {
+        d.duty(code, month, 1, 1).await;
+    }
+    d.duty("S4", month, 3, 2).await;
+    for (username, shown) in [
+        (
+            "admin",
+            json!([
+                ["=1", "100.00 %"],
+                ["=1", "100.00 %"],
+                ["=1", "100.00 %"],
+                ["4", "66.67 %"]
+            ]),
+        ),
+        ("cmd1", json!([["=1", "100.00 %"]])),
+    ] {
+        let browser = Browser::start(binaries.clone()).await;
+        browser
+            .client
+            .goto(&format!("{}/", d.s.base))
+            .await
+            .unwrap();
+        browser
+            .until_js(
+                "the console to start",
+                Wait::from_secs(20),
+                "return document.body.dataset.ready === 'true'",
+            )
+            .await;
+        browser
+            .js(
+                "document.getElementById('login-username').value = arguments[0];
+                 document.getElementById('login-password').value = arguments[1];
+                 document.getElementById('login-form').requestSubmit();",
+                vec![json!(username), json!(PASSWORD)],
+            )
+            .await;
+        browser
+            .until_js(
+                "the login to complete",
+                Wait::from_secs(20),
+                "return document.body.dataset.session === 'open'",
+            )
+            .await;
+        browser.show_compliance(&ym(month), "street").await;
+        let cells = browser.ranking_cells().await;
+        assert_eq!(cells, shown, "{username}");
+        let named = browser
+            .js(
+                "return [...document.querySelectorAll('#ranking tbody tr.bottom2')].map(r => r.dataset.unitCode)",
+                vec![],
+            )
+            .await;
+        let expected = if username == "admin" {
+            json!(["S4"])
+        } else {
+            json!([])
+        };
+        assert_eq!(named, expected, "{username}");
+        let note = browser.text_of("ranking-note").await;
+        assert!(
+            note.starts_with("4 units ranked in the district. Equal scores share a rank"),
+            "{note}"
+        );
+        if username == "admin" {
+            browser.screenshot("compliance-ties").await;
+        }
+        let _ = browser.client.close().await;
+    }
 }
