@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import {
-  csvField, el, fill, fmtTime, fmtTimeSeconds, getZone, iso, monthBounds, pct, saveBlob,
+  csvField, el, fill, fmtTime, fmtTimeSeconds, getZone, iso, monthBounds, pct, saveBlob, scorePct,
 } from './util.js';
 
 const $ = (id) => document.getElementById(id);
@@ -21,6 +21,21 @@ function table(node, headers, rows) {
 async function downloadCsv(path, fallbackName) {
   const res = await api.request('GET', path, undefined, { accept: 'text/csv' });
   saveBlob(await res.blob(), api.filenameOf(res, fallbackName));
+}
+
+/** What the ranking says as a whole: how many units it ranks, and why no one is marked. */
+function rankingNote(report) {
+  const n = report.ranked_units;
+  const ranked = `${n} unit${n === 1 ? '' : 's'} ranked in the district`;
+  if (report.marks_withheld === 'too_few_units') {
+    return `${ranked}: too few to mark (marks need at least 3), so no unit is named or commended.`;
+  }
+  if (report.items.some((r) => r.tied_units === n)) {
+    return `${ranked}: all share one score, so no unit is in the bottom 2.`;
+  }
+  return report.items.some((r) => r.tied_units > 1)
+    ? `${ranked}. Equal scores share a rank (shown "=") and their marks.`
+    : `${ranked}.`;
 }
 
 export class ComplianceView {
@@ -73,6 +88,7 @@ export class ComplianceView {
   }
 
   ranking(report) {
+    $('ranking-note').textContent = rankingNote(report);
     table($('ranking'),
       ['Rank', 'Unit', 'Score', 'Shifts met', 'Duty hours', 'Gap hours', 'Marks'],
       report.items.map((r) => {
@@ -83,23 +99,27 @@ export class ComplianceView {
             `${CONSEQUENCE[r.consequence] || r.consequence} (${r.months_in_bottom2} month${r.months_in_bottom2 === 1 ? '' : 's'})`));
         }
         if (r.commended) marks.push(el('span', { class: 'badge mark-commended' }, 'Commended'));
+        // A shared rank reads "=2": the tie may be with units this caller does not see.
+        const tie = r.tied_units > 1;
         return el('tr', {
           class: r.bottom2 ? 'bottom2' : r.commended ? 'commended' : '',
           dataset: { unitCode: r.unit_code, consequence: r.consequence || '' },
         },
-        el('td', {}, r.rank ?? '—'),
+        el('td', tie ? { class: 'rank', title: `Tied with ${r.tied_units - 1} other unit${r.tied_units === 2 ? '' : 's'} on the same score` } : { class: 'rank' },
+          r.rank === null ? '—' : `${tie ? '=' : ''}${r.rank}`),
         el('th', { scope: 'row' }, `${r.unit_code} `, el('span', { class: 'muted' }, r.unit_name)),
-        el('td', { class: 'num' }, pct(r.score)),
+        el('td', { class: 'num score' }, scorePct(r.score)),
         el('td', { class: 'num' }, `${r.met} of ${r.shifts}`),
         el('td', { class: 'num' }, r.duty_hours.toFixed(1)),
         el('td', { class: 'num' }, r.gap_hours.toFixed(1)),
-        el('td', {}, marks));
+        el('td', {}, r.rank === null ? el('span', { class: 'muted' }, 'Not ranked: no rostered duty') : marks));
       }));
   }
 
   /**
-   * Past gaps in the table, as the ranking counts them; time after now not rostered yet
-   * (the server splits gaps at now) only as a total beside it.
+   * Past gaps in the table, as the ranking counts them once a post's first shift is
+   * rostered; time after now not rostered yet (the server splits gaps at now) only as a
+   * total beside it.
    */
   rosterGaps(report) {
     const hours = (g) => (new Date(g.to) - new Date(g.from)) / 3600000;

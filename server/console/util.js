@@ -157,6 +157,14 @@ export function pct(x) {
   return x === null || x === undefined ? '—' : `${Math.round(x * 100)} %`;
 }
 
+/**
+ * A compliance score as a percentage to 0.01 %, the precision at which the server compares
+ * scores: units ranked apart never read alike.
+ */
+export function scorePct(x) {
+  return x === null || x === undefined ? '—' : `${(Math.round(x * 10000) / 100).toFixed(2)} %`;
+}
+
 /** Runs `fn` once `ms` after the last call. */
 export function debounce(fn, ms) {
   let timer = null;

@@ -235,6 +235,61 @@ impl Browser {
         .await
     }
 
+    /// In the console, opens the compliance view and shows the ranking of `month`
+    /// (`YYYY-MM`) at `level`, waiting until it is drawn.
+    pub async fn show_compliance(&self, month: &str, level: &str) {
+        self.client
+            .find(Locator::Css("#nav a[data-view='compliance']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.until_js(
+            "the default ranking",
+            Duration::from_secs(60),
+            "return !!document.getElementById('view-compliance').dataset.loaded",
+        )
+        .await;
+        self.js(
+            "document.getElementById('compliance-month').value = arguments[0];
+             document.getElementById('compliance-level').value = arguments[1];
+             document.getElementById('compliance-form').requestSubmit();",
+            vec![Value::from(month), Value::from(level)],
+        )
+        .await;
+        self.until_js(
+            &format!("the ranking of {month} by {level}"),
+            Duration::from_secs(60),
+            &format!(
+                "return document.getElementById('view-compliance').dataset.loaded === '{month}/{level}'"
+            ),
+        )
+        .await;
+    }
+
+    /// The compliance ranking as drawn: each row's rank and score cells.
+    pub async fn ranking_cells(&self) -> Value {
+        self.js(
+            "return [...document.querySelectorAll('#ranking tbody tr')]
+               .map(r => [r.querySelector('td.rank').textContent, r.querySelector('td.score').textContent])",
+            vec![],
+        )
+        .await
+    }
+
+    /// The text of the element `id`.
+    pub async fn text_of(&self, id: &str) -> String {
+        self.js(
+            "return document.getElementById(arguments[0]).textContent",
+            vec![Value::from(id)],
+        )
+        .await
+        .as_str()
+        .unwrap_or_else(|| panic!("no element {id}"))
+        .to_owned()
+    }
+
     /// Clicks the button `id` and reads the file it downloads as `name`.
     pub async fn download(&self, id: &str, name: &str) -> String {
         self.client

@@ -379,6 +379,48 @@ async fn live_board_lists_every_post_and_shows_a_check_in_within_five_seconds() 
             .await;
     }
     browser.screenshot("compliance-tablet").await;
+    // The ranking says why no unit is marked when none is, and which units are not ranked.
+    let month = browser
+        .js(
+            "return document.getElementById('compliance-month').value",
+            vec![],
+        )
+        .await;
+    let report = s
+        .get(
+            &format!(
+                "/api/v1/reports/compliance?month={}&level=street",
+                month.as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await
+        .body;
+    let note = browser.text_of("ranking-note").await;
+    assert!(
+        note.starts_with(&format!("{} unit", report["ranked_units"])),
+        "{note}"
+    );
+    assert_eq!(
+        note.contains("too few to mark"),
+        report["marks_withheld"] == "too_few_units",
+        "{note} for {report}"
+    );
+    let unranked = browser
+        .js(
+            "return [...document.querySelectorAll('#ranking tbody tr')]
+               .filter(r => r.textContent.includes('Not ranked')).map(r => r.dataset.unitCode)",
+            vec![],
+        )
+        .await;
+    let expected: Vec<Value> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rank"].is_null())
+        .map(|r| r["unit_code"].clone())
+        .collect();
+    assert_eq!(unranked, Value::Array(expected), "units not ranked");
 
     // Logging out forgets the tokens: the login form is back.
     browser
@@ -902,38 +944,7 @@ async fn map_and_compliance_show_the_planted_failures() {
 
     // Compliance: the month of the failure, by police station, and its CSV.
     let month = half.from.with_timezone(&tz).format("%Y-%m").to_string();
-    browser
-        .client
-        .find(Locator::Css("#nav a[data-view='compliance']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until_js(
-            "the default ranking",
-            Duration::from_secs(60),
-            "return !!document.getElementById('view-compliance').dataset.loaded",
-        )
-        .await;
-    browser
-        .js(
-            "document.getElementById('compliance-month').value = arguments[0];
-             document.getElementById('compliance-level').value = 'police_station';
-             document.getElementById('compliance-form').requestSubmit();",
-            vec![json!(month)],
-        )
-        .await;
-    browser
-        .until_js(
-            "the police stations' ranking",
-            Duration::from_secs(60),
-            &format!(
-                "return document.getElementById('view-compliance').dataset.loaded === '{month}/police_station'"
-            ),
-        )
-        .await;
+    browser.show_compliance(&month, "police_station").await;
     let ranking = s
         .get(
             &format!("/api/v1/reports/compliance?month={month}&level=police_station"),
@@ -960,7 +971,32 @@ async fn map_and_compliance_show_the_planted_failures() {
             vec![],
         )
         .await;
-    assert_eq!(bottom, 2, "two units marked bottom 2");
+    let items = ranking["items"].as_array().unwrap();
+    let marked = items.iter().filter(|r| r["bottom2"] == true).count();
+    assert_eq!(bottom, json!(marked), "the units the API marks bottom 2");
+    // The rank as shared ("=2" for a tie) and the score to 0.01 %, as the server compares
+    // them: units ranked apart never read alike.
+    let cells = browser.ranking_cells().await;
+    let expected: Vec<Value> = items
+        .iter()
+        .map(|r| {
+            let rank = match r["rank"].as_u64() {
+                None => "—".to_owned(),
+                Some(k) if r["tied_units"].as_u64().unwrap() > 1 => format!("={k}"),
+                Some(k) => k.to_string(),
+            };
+            let score = r["score"].as_f64().map_or("—".to_owned(), |x| {
+                format!("{:.2} %", (x * 10000.0).round() / 100.0)
+            });
+            json!([rank, score])
+        })
+        .collect();
+    assert_eq!(cells, Value::Array(expected), "ranks and scores as shown");
+    let note = browser.text_of("ranking-note").await;
+    assert!(
+        note.starts_with(&format!("{} unit", ranking["ranked_units"])),
+        "{note}"
+    );
     let gaps = browser
         .js(
             "return [...document.querySelectorAll('#gaps tbody tr')].map(r => r.dataset.postCode)",

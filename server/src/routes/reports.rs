@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthUser,
     coverage::coverage_of,
-    domain::{coverage::Status, roster::roster_gaps},
+    domain::{compliance, coverage::Status, roster::roster_gaps},
     error::{ApiError, ApiResult},
     extract::ApiQuery,
     routes::{
@@ -86,8 +86,13 @@ pub struct ComplianceQuery {
 /// One unit's line in the ranking.
 #[derive(Serialize, ToSchema, Clone)]
 pub struct ComplianceRow {
-    /// Rank by score, 1 = best; null when the unit had no duty that month.
-    pub rank: Option<usize>,
+    /// Competition rank by score, 1 = best: units with equal scores share a rank (1, 2, 2,
+    /// 4). Null when the unit is not ranked: it had no rostered duty that month.
+    pub rank: Option<u32>,
+    /// Ranked units of the level sharing this rank, this one included: 1 when the unit ties
+    /// with no other, 0 when it is not ranked. Counted over the whole district, so a tie
+    /// with a unit the caller does not see is shown too.
+    pub tied_units: u32,
     /// The unit.
     pub unit_id: Uuid,
     /// Its code.
@@ -95,7 +100,8 @@ pub struct ComplianceRow {
     /// Its name.
     pub unit_name: String,
     /// Hours of finished shifts met, over hours of finished shifts plus hours of roster
-    /// gaps on round-the-clock posts (null without duty).
+    /// gaps on round-the-clock posts; rounded to 4 decimal places, the precision at which
+    /// units are compared. Null when the unit is not ranked.
     pub score: Option<f64>,
     /// Finished shifts (`met`, `partial` or `missed`), as `shifts` counts in `GET /coverage`;
     /// shifts not ended by the time of asking are not counted.
@@ -104,16 +110,38 @@ pub struct ComplianceRow {
     pub met: u32,
     /// Hours of finished shifts.
     pub duty_hours: f64,
-    /// Hours of roster gaps on 24x7 posts.
+    /// Hours of roster gaps on 24x7 posts, from each post's first rostered shift onward.
     pub gap_hours: f64,
-    /// In the bottom 2 this month.
+    /// In the bottom 2 this month: fewer than two ranked units scored strictly below it
+    /// and at least one scored strictly above it. A tie across the boundary is named whole,
+    /// so more than two units may be in the bottom 2; where all tie, none is.
     pub bottom2: bool,
-    /// Months running in the bottom 2, this one included.
+    /// Consecutive ranked months in the bottom 2 ending with this one (0 to 3); a month not
+    /// ranked or not marked ends the run.
     pub months_in_bottom2: u32,
-    /// The plan's consequence: `named` (1 month), `yellow_card` (2), `veto` (3 or more).
+    /// The plan's consequence: `named` (1 month), `yellow_card` (2), `veto` (3).
     pub consequence: Option<String>,
-    /// In the top 3 this month and last month.
+    /// In the top 3 (fewer than three ranked units scored strictly above it, and a score
+    /// above 0) this month and last month, and not in the bottom 2 this month.
     pub commended: bool,
+}
+
+/// Why a month's marks are not given. `too_few_units`: fewer than 3 units of the level were
+/// ranked, so none is in the bottom 2, has a consequence or is commended (ranks are still
+/// given).
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum MarksWithheld {
+    /// Fewer than 3 units of the level were ranked.
+    TooFewUnits,
+}
+
+impl MarksWithheld {
+    fn as_str(self) -> &'static str {
+        match self {
+            MarksWithheld::TooFewUnits => "too_few_units",
+        }
+    }
 }
 
 /// A monthly compliance ranking.
@@ -123,7 +151,11 @@ pub struct ComplianceReport {
     pub month: String,
     /// The level ranked.
     pub level: String,
-    /// Units by rank; units without duty last.
+    /// Units of the level ranked this month in the whole district, seen by the caller or not.
+    pub ranked_units: u32,
+    /// Why no marks are given this month; null when they are.
+    pub marks_withheld: Option<MarksWithheld>,
+    /// The caller's units by rank, then code; units not ranked last.
     pub items: Vec<ComplianceRow>,
 }
 
@@ -156,39 +188,74 @@ fn previous(month: NaiveDate) -> NaiveDate {
     }
 }
 
-/// Scores of the units for one month: (rank order, rows).
-async fn rank_month(
+/// One unit's duty in one month.
+#[derive(Clone, Default)]
+struct Figures {
+    shifts: u32,
+    met: u32,
+    duty_hours: f64,
+    met_hours: f64,
+    gap_hours: f64,
+}
+
+impl Figures {
+    /// `None` without rostered duty: no finished shift and no roster-gap hour.
+    fn score(&self) -> Option<f64> {
+        let owed = self.duty_hours + self.gap_hours;
+        (owed > 0.0).then(|| self.met_hours / owed)
+    }
+}
+
+/// Start of the first shift ever rostered on each of these posts.
+async fn first_shift_starts(
+    state: &AppState,
+    posts: &[&post::Model],
+) -> ApiResult<HashMap<Uuid, DateTime<Utc>>> {
+    let mut first = HashMap::new();
+    for chunk in posts.chunks(500) {
+        let rows: Vec<(Uuid, Option<DateTime<Utc>>)> = shift::Entity::find()
+            .select_only()
+            .column(shift::Column::PostId)
+            .column_as(shift::Column::StartsAt.min(), "first_starts_at")
+            .filter(shift::Column::PostId.is_in(chunk.iter().map(|p| p.id)))
+            .group_by(shift::Column::PostId)
+            .into_tuple()
+            .all(&state.db)
+            .await?;
+        first.extend(rows.into_iter().filter_map(|(id, at)| Some((id, at?))));
+    }
+    Ok(first)
+}
+
+/// Each unit's figures for one month, in the order of `units`.
+async fn month_figures(
     state: &AppState,
     units: &[unit::Model],
     all_units: &[unit::Model],
+    posts: &[post::Model],
+    first_shift: &HashMap<Uuid, DateTime<Utc>>,
     month: NaiveDate,
-) -> ApiResult<Vec<ComplianceRow>> {
+) -> ApiResult<Vec<Figures>> {
     let (from, to) = month_bounds(state, month)?;
     let now = Utc::now();
     let until = to.min(now);
-    let posts = post::Entity::find().all(&state.db).await?;
+    if until <= from {
+        return Ok(vec![Figures::default(); units.len()]);
+    }
     let path_of: HashMap<Uuid, &str> = all_units.iter().map(|u| (u.id, u.path.as_str())).collect();
-    let mut rows = Vec::new();
-    let shifts: Vec<shift::Model> = if until > from {
-        shift::Entity::find()
-            .filter(shift::Column::StartsAt.gte(from))
-            .filter(shift::Column::StartsAt.lt(to))
-            .filter(shift::Column::EndsAt.lte(now))
-            .all(&state.db)
-            .await?
-    } else {
-        Vec::new()
-    };
+    let shifts: Vec<shift::Model> = shift::Entity::find()
+        .filter(shift::Column::StartsAt.gte(from))
+        .filter(shift::Column::StartsAt.lt(to))
+        .filter(shift::Column::EndsAt.lte(now))
+        .all(&state.db)
+        .await?;
     let coverage = coverage_of(state, &shifts).await?;
-    let gap_shifts: Vec<shift::Model> = if until > from {
-        shift::Entity::find()
-            .filter(overlapping(from, until))
-            .all(&state.db)
-            .await?
-    } else {
-        Vec::new()
-    };
+    let gap_shifts: Vec<shift::Model> = shift::Entity::find()
+        .filter(overlapping(from, until))
+        .all(&state.db)
+        .await?;
     let people = people_on(&state.db, &gap_shifts).await?;
+    let mut out = Vec::with_capacity(units.len());
     for u in units {
         let in_unit: HashSet<Uuid> = posts
             .iter()
@@ -199,61 +266,100 @@ async fn rank_month(
             })
             .map(|p| p.id)
             .collect();
-        let (mut n, mut met, mut duty, mut met_hours) = (0u32, 0u32, 0.0, 0.0);
+        let mut f = Figures::default();
         for (s, c) in shifts.iter().zip(coverage.iter()) {
             if in_unit.contains(&s.post_id) && c.status != Status::Pending {
                 let h = (s.ends_at - s.starts_at).num_seconds() as f64 / 3600.0;
-                n += 1;
-                duty += h;
+                f.shifts += 1;
+                f.duty_hours += h;
                 if c.status == Status::Met {
-                    met += 1;
-                    met_hours += h;
+                    f.met += 1;
+                    f.met_hours += h;
                 }
             }
         }
-        let mut gap_hours = 0.0;
-        if until > from {
-            for p in posts.iter().filter(|p| {
-                in_unit.contains(&p.id) && p.staffing == Staffing::RoundTheClock.as_str()
-            }) {
-                let spans = crate::routes::rosters::rostered_spans(&gap_shifts, &people, p.id);
-                gap_hours += roster_gaps(from, until, p.min_headcount.max(1) as u32, &spans)
-                    .iter()
-                    .map(|g| (g.to - g.from).num_seconds() as f64 / 3600.0)
-                    .sum::<f64>();
-            }
+        for p in posts
+            .iter()
+            .filter(|p| in_unit.contains(&p.id) && p.staffing == Staffing::RoundTheClock.as_str())
+        {
+            // Before a post's first rostered shift the programme had not begun for it: that
+            // time is no gap.
+            let Some(begun) = first_shift.get(&p.id).map(|&t| t.max(from)) else {
+                continue;
+            };
+            let spans = crate::routes::rosters::rostered_spans(&gap_shifts, &people, p.id);
+            f.gap_hours += roster_gaps(begun, until, p.min_headcount.max(1) as u32, &spans)
+                .iter()
+                .map(|g| (g.to - g.from).num_seconds() as f64 / 3600.0)
+                .sum::<f64>();
         }
-        let score = (duty + gap_hours > 0.0).then(|| met_hours / (duty + gap_hours));
-        rows.push(ComplianceRow {
-            rank: None,
-            unit_id: u.id,
-            unit_code: u.code.clone(),
-            unit_name: u.name.clone(),
-            score,
-            shifts: n,
-            met,
-            duty_hours: duty,
-            gap_hours,
-            bottom2: false,
-            months_in_bottom2: 0,
-            consequence: None,
-            commended: false,
-        });
+        out.push(f);
     }
-    rows.sort_by(|a, b| match (a.score, b.score) {
-        (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.unit_code.cmp(&b.unit_code)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.unit_code.cmp(&b.unit_code),
+    Ok(out)
+}
+
+/// The ranking of every unit of a level in the district for a month, marked by
+/// [`compliance::marks`] on that month and the two before; rows by rank, then code.
+async fn rank_level(
+    state: &AppState,
+    level: Level,
+    month: NaiveDate,
+) -> ApiResult<(Vec<(ComplianceRow, String)>, compliance::Ranking)> {
+    let all_units = unit::Entity::find()
+        .order_by_asc(unit::Column::Code)
+        .all(&state.db)
+        .await?;
+    let units: Vec<unit::Model> = all_units
+        .iter()
+        .filter(|u| level.kinds().contains(&u.kind.as_str()))
+        .cloned()
+        .collect();
+    let posts = post::Entity::find().all(&state.db).await?;
+    let round_the_clock: Vec<&post::Model> = posts
+        .iter()
+        .filter(|p| p.staffing == Staffing::RoundTheClock.as_str())
+        .collect();
+    let first_shift = first_shift_starts(state, &round_the_clock).await?;
+    let figures = |m| month_figures(state, &units, &all_units, &posts, &first_shift, m);
+    let this = figures(month).await?;
+    let last = figures(previous(month)).await?;
+    let before_last = figures(previous(previous(month))).await?;
+    let scores: Vec<compliance::Scores> = (0..units.len())
+        .map(|i| compliance::Scores {
+            month: this[i].score(),
+            last: last[i].score(),
+            before_last: before_last[i].score(),
+        })
+        .collect();
+    let ranking = compliance::marks(&scores);
+    let mut rows: Vec<(ComplianceRow, String)> = units
+        .into_iter()
+        .zip(this)
+        .zip(&ranking.marks)
+        .map(|((u, f), m)| {
+            let row = ComplianceRow {
+                rank: m.rank,
+                tied_units: m.tied,
+                unit_id: u.id,
+                unit_code: u.code,
+                unit_name: u.name,
+                score: f.score().and_then(compliance::rounded),
+                shifts: f.shifts,
+                met: f.met,
+                duty_hours: f.duty_hours,
+                gap_hours: f.gap_hours,
+                bottom2: m.bottom2,
+                months_in_bottom2: m.months_in_bottom2,
+                consequence: m.consequence.map(|c| c.as_str().to_owned()),
+                commended: m.commended,
+            };
+            (row, u.path)
+        })
+        .collect();
+    rows.sort_by(|(a, _), (b, _)| {
+        (a.rank.is_none(), a.rank, &a.unit_code).cmp(&(b.rank.is_none(), b.rank, &b.unit_code))
     });
-    let ranked = rows.iter().filter(|r| r.score.is_some()).count();
-    for (i, r) in rows.iter_mut().enumerate() {
-        if r.score.is_some() {
-            r.rank = Some(i + 1);
-            r.bottom2 = ranked > 2 && i + 2 >= ranked;
-        }
-    }
-    Ok(rows)
+    Ok((rows, ranking))
 }
 
 /// A text cell of a CSV report. A cell that a spreadsheet would read as a formula (it
@@ -291,9 +397,17 @@ fn csv(filename: &str, body: String) -> Response {
 }
 
 /// Units of a level ranked by the month's coverage: the share of duty hours met, with roster
-/// gaps on round-the-clock posts counted against them. The bottom 2 are named; 2 months
-/// running in the bottom 2 is a yellow card, 3 a veto; the top 3 two months running are
-/// commended (domain.md). Commanders see the units in their subtree.
+/// gaps on round-the-clock posts counted against them from each post's first rostered
+/// shift. One ranking covers every unit of the level in the district; a commander is shown
+/// the rows of their subtree, with the same ranks and marks as anyone else.
+///
+/// The marks (domain.md): equal scores share a rank and their marks. The bottom 2 (fewer
+/// than two ranked units strictly below, at least one strictly above; a tie across the
+/// boundary is named whole) are `named`; 2 months running a `yellow_card`, 3 a `veto`. The
+/// top 3 (fewer than three strictly above, score above 0) two months running are
+/// commended, never while in the bottom 2. A month without rostered duty for a unit is not
+/// ranked and ends its run; with fewer than 3 units ranked no marks are given
+/// (`marks_withheld`).
 #[utoipa::path(get, path = "/reports/compliance", tag = "reports", security(("bearer" = [])), params(ComplianceQuery),
     responses((status = 200, description = "The ranking (JSON, or CSV with format=csv)", body = ComplianceReport)))]
 pub async fn compliance(
@@ -313,41 +427,16 @@ pub async fn compliance(
         .filter(|_| well_formed)
         .ok_or_else(|| ApiError::field("month", "must be YYYY-MM, e.g. 2026-01"))?;
     let level = q.level.unwrap_or_default();
-    let all_units = unit::Entity::find()
-        .order_by_asc(unit::Column::Code)
-        .all(&state.db)
-        .await?;
-    let units: Vec<unit::Model> = all_units
-        .iter()
-        .filter(|u| level.kinds().contains(&u.kind.as_str()) && user.sees_path(&u.path))
-        .cloned()
+    let (rows, ranking) = rank_level(&state, level, month).await?;
+    // Scope picks the rows shown, after the ranking: the marks never depend on who asks.
+    let rows: Vec<ComplianceRow> = rows
+        .into_iter()
+        .filter(|(_, path)| user.sees_path(path))
+        .map(|(row, _)| row)
         .collect();
-    let mut rows = rank_month(&state, &units, &all_units, month).await?;
-    // Months running in the bottom 2, and the top 3 last month.
-    let last = rank_month(&state, &units, &all_units, previous(month)).await?;
-    let before = rank_month(&state, &units, &all_units, previous(previous(month))).await?;
-    let bottom =
-        |rows: &[ComplianceRow], id: Uuid| rows.iter().any(|r| r.unit_id == id && r.bottom2);
-    let top3 = |rows: &[ComplianceRow], id: Uuid| {
-        rows.iter()
-            .any(|r| r.unit_id == id && r.rank.is_some_and(|k| k <= 3))
-    };
-    for r in &mut rows {
-        if r.bottom2 {
-            r.months_in_bottom2 = 1
-                + u32::from(bottom(&last, r.unit_id))
-                + u32::from(bottom(&last, r.unit_id) && bottom(&before, r.unit_id));
-            r.consequence = Some(
-                match r.months_in_bottom2 {
-                    1 => "named",
-                    2 => "yellow_card",
-                    _ => "veto",
-                }
-                .to_owned(),
-            );
-        }
-        r.commended = r.rank.is_some_and(|k| k <= 3) && top3(&last, r.unit_id);
-    }
+    let marks_withheld = ranking.withheld.map(|w| match w {
+        compliance::Withheld::TooFewUnits => MarksWithheld::TooFewUnits,
+    });
     let level_name = match level {
         Level::Street => "street",
         Level::PoliceStation => "police_station",
@@ -355,11 +444,11 @@ pub async fn compliance(
     };
     if q.format == Some(Format::Csv) {
         let mut out = String::from(
-            "rank,unit_id,unit_code,unit_name,score,shifts,met,duty_hours,gap_hours,bottom2,months_in_bottom2,consequence,commended\n",
+            "rank,unit_id,unit_code,unit_name,score,shifts,met,duty_hours,gap_hours,bottom2,months_in_bottom2,consequence,commended,tied_units,ranked_units,marks_withheld\n",
         );
         for r in &rows {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 opt(r.rank),
                 r.unit_id,
                 csv_field(&r.unit_code),
@@ -372,7 +461,10 @@ pub async fn compliance(
                 r.bottom2,
                 r.months_in_bottom2,
                 opt(r.consequence.clone()),
-                r.commended
+                r.commended,
+                r.tied_units,
+                ranking.ranked,
+                opt(marks_withheld.map(MarksWithheld::as_str)),
             ));
         }
         return Ok(csv(
@@ -383,6 +475,8 @@ pub async fn compliance(
     Ok(axum::Json(ComplianceReport {
         month: q.month,
         level: level_name.to_owned(),
+        ranked_units: ranking.ranked as u32,
+        marks_withheld,
         items: rows,
     })
     .into_response())
