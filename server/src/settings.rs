@@ -247,10 +247,18 @@ pub struct SettingsArgs {
     /// Live events kept for resuming an event stream with Last-Event-ID [default: 10000]
     #[arg(long, global = true, env = "PATROL_EVENT_HISTORY", value_name = "N")]
     pub event_history: Option<usize>,
-    /// URL that each raised, acknowledged and resolved alert is POSTed to as JSON [default: none]
+    /// https:// URL that each raised, acknowledged and resolved alert is POSTed to as JSON [default: none]
     #[arg(long, global = true, env = "PATROL_WEBHOOK_URL", value_name = "URL")]
     pub webhook_url: Option<String>,
-    /// Secret of the webhook's X-Patrol-Signature (HMAC-SHA256 of the body) [default: none]
+    /// Allow an http:// webhook URL, for a receiver on a trusted network [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "PATROL_WEBHOOK_ALLOW_HTTP",
+        value_name = "BOOL"
+    )]
+    pub webhook_allow_http: Option<bool>,
+    /// Secret of the webhook's X-Patrol-Signature (HMAC-SHA256 of the timestamp, a dot and the body) [default: none]
     #[arg(
         long,
         global = true,
@@ -304,6 +312,7 @@ struct SettingsFile {
     sos_hold_min: Option<i64>,
     event_history: Option<usize>,
     webhook_url: Option<String>,
+    webhook_allow_http: Option<bool>,
     webhook_secret: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -674,10 +683,19 @@ impl Settings {
             .webhook_url
             .or(file.webhook_url)
             .filter(|u| !u.is_empty());
-        if let Some(u) = &webhook_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            bail!("webhook_url must be an http:// or https:// URL");
+        let webhook_allow_http = args
+            .webhook_allow_http
+            .or(file.webhook_allow_http)
+            .unwrap_or(false);
+        if let Some(u) = &webhook_url {
+            let https = u.starts_with("https://");
+            let http = u.starts_with("http://");
+            let allowed = https || (http && webhook_allow_http);
+            if !allowed {
+                bail!(
+                    "webhook_url must be an https:// URL (an http:// one only with webhook_allow_http, for a receiver on a trusted network)"
+                );
+            }
         }
         let webhook_secret = args
             .webhook_secret
@@ -825,6 +843,25 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(args, SettingsFile::default()).is_err());
+    }
+
+    #[test]
+    fn a_webhook_is_https_unless_plain_http_is_allowed() {
+        let with = |url: &str, allow: Option<bool>| {
+            Settings::resolve(
+                SettingsArgs {
+                    webhook_url: Some(url.into()),
+                    webhook_allow_http: allow,
+                    ..Default::default()
+                },
+                SettingsFile::default(),
+            )
+        };
+        assert!(with("https://hooks.intranet/patrol", None).is_ok());
+        assert!(with("http://hooks.intranet/patrol", None).is_err());
+        assert!(with("http://hooks.intranet/patrol", Some(false)).is_err());
+        assert!(with("http://hooks.intranet/patrol", Some(true)).is_ok());
+        assert!(with("ftp://hooks.intranet/patrol", Some(true)).is_err());
     }
 
     #[test]

@@ -605,7 +605,16 @@ async fn the_webhook_gets_each_change_signed_and_retried() {
             .unwrap();
         assert!(head.starts_with("post /hook "), "{head}");
         assert!(head.contains("content-type: application/json"), "{head}");
-        let signature = patrol_server::webhook::signature(b"hook-secret", &body);
+        let timestamp = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-patrol-timestamp: "))
+            .expect("a timestamp");
+        let age = chrono::Utc::now().timestamp() - timestamp.parse::<i64>().unwrap();
+        assert!((0..60).contains(&age), "{head}");
+        let signature = patrol_server::webhook::signature(
+            b"hook-secret",
+            &patrol_server::webhook::signed_payload(timestamp, &body),
+        );
         assert!(
             head.contains(&format!("x-patrol-signature: {signature}")),
             "{head}"

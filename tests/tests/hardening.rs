@@ -783,3 +783,92 @@ async fn positions_seen_live_are_audited() {
     assert_eq!(audit("kiosk1").await, ["event_stream", "status_now"]);
     assert_eq!(audit("vol1").await, ["event_stream"]);
 }
+
+/// Item 16: a change the receiver keeps refusing holds up no later one: an SOS raised
+/// while a roster-gap alert is being retried reaches the receiver at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_webhook_change_holds_up_no_sos() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = hook.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                // Read until the body's end: the JSON object closes the request.
+                while !buf.ends_with(b"}") {
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                // The receiver refuses every roster-gap change, and takes the rest.
+                let status = if text.contains("\"roster_gap\"") {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let _ = c
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                if status == "200 OK" {
+                    let _ = tx.send(text);
+                }
+            });
+        }
+    });
+    let s = TestServer::start_with(|st| {
+        st.alert_interval = std::time::Duration::from_secs(1);
+        st.webhook_url = Some(hook_url);
+    })
+    .await;
+    let org = Org::create(&s).await;
+    // A 24x7 kiosk with no roster: a roster-gap alert, refused again and again.
+    id(&s
+        .post(
+            "/api/v1/posts",
+            &org.admin,
+            json!({"code": "K9", "name": "K9", "kind": "kiosk", "unit_id": org.street1,
+                "staffing": "24x7", "geometry": {"type": "Point", "coordinates": [LON, LAT]}}),
+        )
+        .await);
+    let mut alerts = Vec::new();
+    for _ in 0..40 {
+        alerts = s.get("/api/v1/alerts", &org.admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(alerts[0]["kind"], "roster_gap", "{alerts:#?}");
+    // Let its retries start backing off.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let officer = s.token("officer1").await;
+    let mut sos = fix_at(now_s());
+    sos["kind"] = json!("sos");
+    let a = s.post("/api/v1/checkins", &officer, sos).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:#?}");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let text = delivered.recv().await.expect("the receiver runs");
+            if text.contains("\"sos\"") {
+                return text;
+            }
+        }
+    })
+    .await
+    .expect("the SOS reached the webhook while the other change was being retried");
+    assert!(got.contains("x-patrol-timestamp"), "{got}");
+}
