@@ -1,5 +1,6 @@
-//! Retention: fixes older than `retention_days` and audit records older than
-//! `audit_retention_days` are deleted, hourly in the background and by `patrol purge`.
+//! Retention: fixes older than `retention_days`, audit records older than
+//! `audit_retention_days` and failed logins too old for the throttle to count are deleted,
+//! hourly in the background and by `patrol purge`.
 
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use sea_orm::{
 };
 
 use crate::{
+    auth::throttle::FAILURE_MEMORY,
     settings::Settings,
-    store::{audit_record, fix},
+    store::{audit_record, fix, login_failure},
 };
 
 /// How often the server purges.
@@ -23,6 +25,8 @@ pub struct Purged {
     pub fixes: u64,
     /// Audit records deleted.
     pub audit_records: u64,
+    /// Failed logins deleted.
+    pub login_failures: u64,
 }
 
 /// Deletes what is past its retention.
@@ -52,9 +56,13 @@ pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purge
         .exec(db)
         .await?
         .rows_affected;
+    // Here rather than on the login path, where the delete would take SQLite's write lock
+    // for every failed login.
+    let login_failures = login_failure::purge_before(db, now - FAILURE_MEMORY).await?;
     Ok(Purged {
         fixes,
         audit_records,
+        login_failures,
     })
 }
 
@@ -68,10 +76,11 @@ pub fn spawn_purger(
         loop {
             tick.tick().await;
             match purge(&db, &settings).await {
-                Ok(p) if p.fixes + p.audit_records > 0 => {
+                Ok(p) if p.fixes + p.audit_records + p.login_failures > 0 => {
                     tracing::info!(
                         fixes = p.fixes,
                         audit_records = p.audit_records,
+                        login_failures = p.login_failures,
                         "purged past retention"
                     )
                 }
