@@ -17,6 +17,7 @@ mod m20261207_000010_late_sos_and_resolutions;
 mod m20261207_000011_shift_team_members;
 mod m20261207_000012_recompute_negative_zeros;
 mod m20261207_000013_kiosks;
+mod m20261207_000014_login_failures_by_address;
 mod m20261207_000015_coverage_generation;
 
 /// Runs statements written for SQLite, on SQLite only (the migrations that exist there
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_shift_team_members::Migration),
             Box::new(m20261207_000012_recompute_negative_zeros::Migration),
             Box::new(m20261207_000013_kiosks::Migration),
+            Box::new(m20261207_000014_login_failures_by_address::Migration),
             Box::new(m20261207_000015_coverage_generation::Migration),
         ]
     }

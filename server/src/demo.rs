@@ -21,7 +21,7 @@ pub use simulate::{
 };
 
 use crate::{
-    auth::{Role, password},
+    auth::Role,
     domain::{
         datum::Datum,
         geodesy::{LocalProjection, LonLat},
@@ -437,7 +437,7 @@ pub async fn load_with(state: &AppState, options: DemoOptions) -> anyhow::Result
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // One hash for every demo account: hashing hundreds of passwords would take minutes.
-    let password_hash = password::hash(DEMO_PASSWORD.to_owned()).await?;
+    let password_hash = state.passwords.hash(DEMO_PASSWORD.to_owned()).await?;
     let txn = state.db.begin().await?;
     let mut b = Builder {
         db: &txn,

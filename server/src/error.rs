@@ -34,7 +34,7 @@ pub struct Problem {
     /// What went wrong, for a person.
     pub detail: String,
     /// Stable machine-readable code, e.g. `validation_failed`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`.
+    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`, `busy`.
     pub code: &'static str,
     /// For `validation_failed`: each bad field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +150,15 @@ impl ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s.max(1)),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+        }
+    }
+
+    /// 503 `busy` with `Retry-After`: the server has as much of some costly work running and
+    /// waiting as it takes (checking passwords); this request is turned away, not queued.
+    pub fn busy(detail: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s.max(1)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", detail)
         }
     }
 

@@ -1,14 +1,54 @@
 //! Extractors whose rejections are our own problem+json errors: JSON bodies, path and
-//! query parameters. Each names the bad field where it can.
+//! query parameters, each naming the bad field where it can; and the client's address.
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Request, rejection::PathRejection},
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Path, Request, connect_info::Connected,
+        rejection::PathRejection,
+    },
     http::{header, request::Parts},
+    serve::IncomingStream,
 };
 use serde::de::DeserializeOwned;
 
 use crate::{error::ApiError, state::AppState};
+
+/// The peer address of a connection, as `serve` records it for each request.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// The client's IP address: the peer of the connection. Phones reach the service directly
+/// (it terminates TLS itself) and no setting names a trusted proxy, so a forwarded-for
+/// header, which any client can write, is never read.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .map(|ConnectInfo(PeerAddr(peer))| ClientIp(peer.ip()))
+            .ok_or_else(|| ApiError::internal("served without the peer address of connections"))
+    }
+}
 
 /// A JSON request body, deserialised with the path of the first bad field.
 pub struct ApiJson<T>(pub T);

@@ -52,6 +52,7 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiResult};
+use extract::PeerAddr;
 pub use settings::Settings;
 pub use state::AppState;
 
@@ -62,7 +63,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     AppState::new(db, settings).await
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application. Serve it with the [`extract::PeerAddr`] of connections
+/// (`into_make_service_with_connect_info`): the login throttle keys on the client's address.
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes::router();
     router
@@ -126,12 +128,18 @@ pub async fn serve_with(
     let watcher = alerts::spawn_post_watcher(state.clone());
     // Both kinds of listener make the same future type.
     let server = match listener {
-        Bound::Plain(plain) => axum::serve(plain, app(state.clone()))
-            .with_graceful_shutdown(signal)
-            .into_future(),
-        Bound::Tls(tls) => axum::serve(tls, app(state.clone()))
-            .with_graceful_shutdown(signal)
-            .into_future(),
+        Bound::Plain(plain) => axum::serve(
+            plain,
+            app(state.clone()).into_make_service_with_connect_info::<PeerAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .into_future(),
+        Bound::Tls(tls) => axum::serve(
+            tls,
+            app(state.clone()).into_make_service_with_connect_info::<PeerAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .into_future(),
     };
     let deadline = async move {
         if stopping_rx.await.is_ok() {

@@ -31,7 +31,7 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Delete fixes and audit records past their retention (the server also does this, hourly by default)
+    /// Delete fixes, audit records and failed logins past their retention (the server also does this, hourly by default)
     Purge,
     /// Coverage maintenance
     Coverage {
@@ -225,11 +225,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             db::migrate(&db).await?;
             let purged = patrol_server::retention::purge(&db, &settings).await?;
             println!(
-                "deleted {} fixes older than {} days and {} audit records older than {} days",
+                "deleted {} fixes older than {} days, {} audit records older than {} days and {} failed logins older than {} hours",
                 purged.fixes,
                 settings.retention_days,
                 purged.audit_records,
-                settings.audit_retention_days
+                settings.audit_retention_days,
+                purged.login_failures,
+                patrol_server::auth::throttle::FAILURE_MEMORY.num_hours()
             );
         }
         Command::Coverage {

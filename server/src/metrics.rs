@@ -39,6 +39,10 @@ pub struct Metrics {
     latency: HistogramFamily,
     pool_size: Gauge,
     pool_idle: Gauge,
+    /// Passwords and PINs hashed or checked.
+    pub password_hashes: Counter,
+    /// Login attempts the throttle refused, by rule.
+    pub logins_throttled: crate::auth::throttle::Refusals,
 }
 
 impl Default for Metrics {
@@ -59,6 +63,8 @@ impl Metrics {
         });
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
+        let password_hashes = Counter::default();
+        let logins_throttled = crate::auth::throttle::Refusals::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template and status",
@@ -79,12 +85,24 @@ impl Metrics {
             "Idle database connections",
             pool_idle.clone(),
         );
+        registry.register(
+            "password_hashes",
+            "Passwords and PINs hashed or checked (argon2id)",
+            password_hashes.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Login attempts refused before any password was checked, by rule",
+            logins_throttled.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             pool_size,
             pool_idle,
+            password_hashes,
+            logins_throttled,
         }
     }
 

@@ -1,6 +1,6 @@
-//! Retention: fixes older than `retention_days` and audit records older than
-//! `audit_retention_days` are deleted, every `purge_every_s` (an hour) in the background
-//! and by `patrol purge`.
+//! Retention: fixes older than `retention_days`, audit records older than
+//! `audit_retention_days` and failed logins too old for the throttle to count are deleted,
+//! every `purge_every_s` (an hour) in the background and by `patrol purge`.
 
 use chrono::Utc;
 use sea_orm::{
@@ -8,10 +8,11 @@ use sea_orm::{
 };
 
 use crate::{
+    auth::throttle::FAILURE_MEMORY,
     jobs::Job,
     settings::Settings,
     state::AppState,
-    store::{audit_record, fix},
+    store::{audit_record, fix, login_failure},
 };
 
 /// What a purge deleted.
@@ -21,6 +22,8 @@ pub struct Purged {
     pub fixes: u64,
     /// Audit records deleted.
     pub audit_records: u64,
+    /// Failed logins deleted.
+    pub login_failures: u64,
 }
 
 /// Deletes what is past its retention.
@@ -50,9 +53,13 @@ pub async fn purge(db: &DatabaseConnection, settings: &Settings) -> Result<Purge
         .exec(db)
         .await?
         .rows_affected;
+    // Here rather than on the login path, where the delete would take SQLite's write lock
+    // for every failed login.
+    let login_failures = login_failure::purge_before(db, now - FAILURE_MEMORY).await?;
     Ok(Purged {
         fixes,
         audit_records,
+        login_failures,
     })
 }
 
@@ -65,10 +72,11 @@ pub fn spawn_purger(state: AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let pass = purge(&state.db, &state.settings);
             match state.job_locks.run(Job::RetentionPurge, pass).await {
-                Ok(Some(p)) if p.fixes + p.audit_records > 0 => {
+                Ok(Some(p)) if p.fixes + p.audit_records + p.login_failures > 0 => {
                     tracing::info!(
                         fixes = p.fixes,
                         audit_records = p.audit_records,
+                        login_failures = p.login_failures,
                         "purged past retention"
                     )
                 }

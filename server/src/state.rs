@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::{AuthCache, jwt::JwtKeys},
+    auth::{AuthCache, jwt::JwtKeys, password::Passwords, throttle::LoginThrottle},
     db,
     ingest::Writer,
     metrics::Metrics,
@@ -37,6 +37,10 @@ pub struct Shared {
     pub keys: Arc<JwtKeys>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The bounded hashing of passwords and PINs.
+    pub passwords: Arc<Passwords>,
+    /// The throttle of logins, PIN sign-ons and PIN changes.
+    pub logins: Arc<LoginThrottle>,
     /// Recently verified callers.
     pub auth_cache: Arc<AuthCache>,
     /// The group-commit writer of fixes.
@@ -117,8 +121,11 @@ impl AppState {
         }
         let sqlite_reads = db::sqlite_file(&settings)
             .map(|path| crate::sqlite_reads::SqliteReads::new(path, settings.db_lock_timeout));
+        let metrics = Arc::new(Metrics::new());
         let job_locks = crate::jobs::JobLocks::open(&settings).await?;
         Ok(AppState(Arc::new(Shared {
+            passwords: Arc::new(Passwords::for_this_machine(metrics.password_hashes.clone())),
+            logins: Arc::new(LoginThrottle::new(metrics.logins_throttled.clone())),
             sqlite_reads,
             job_locks,
             events,
@@ -134,7 +141,7 @@ impl AppState {
             db,
             settings: Arc::new(settings),
             keys: Arc::new(keys),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })))
     }
 }

@@ -227,13 +227,7 @@ impl TestServer {
             "http"
         };
         let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
-        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
-        if let Some(files) = &state.settings.tls {
-            let pem = std::fs::read(&files.cert).expect("certificate file");
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("PEM certificates") {
-                client = client.add_root_certificate(cert);
-            }
-        }
+        let client = client_for(&state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
@@ -251,6 +245,29 @@ impl TestServer {
             task: Some(task),
             _db: db,
         }
+    }
+
+    /// A client whose requests come from another loopback address (`127.0.0.2`, …): the
+    /// login throttle tells clients apart by address.
+    pub fn client_from(&self, from: std::net::IpAddr) -> reqwest::Client {
+        client_for(&self.state)
+            .local_address(from)
+            .build()
+            .expect("client")
+    }
+
+    /// Logs in from another loopback address; see [`TestServer::client_from`].
+    pub async fn login_from(
+        &self,
+        from: std::net::IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Answer {
+        let req = self
+            .client_from(from)
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"username": username, "password": password}));
+        Answer::from(req.send().await.expect("request sent")).await
     }
 
     /// Stops the server and waits until it has closed its pool.
@@ -346,6 +363,19 @@ impl TestServer {
         .expect("admin created");
         self.token("admin").await
     }
+}
+
+/// A client for a server with these settings: it trusts each certificate of the chain
+/// file when the server speaks HTTPS.
+fn client_for(state: &AppState) -> reqwest::ClientBuilder {
+    let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    if let Some(files) = &state.settings.tls {
+        let pem = std::fs::read(&files.cert).expect("certificate file");
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("PEM certificates") {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    client
 }
 
 /// One Server-Sent Event.

@@ -2,6 +2,7 @@
 //! throttling and deactivation.
 
 use api_tests::{Org, PASSWORD, TestServer};
+use patrol_server::auth::throttle::FREE_FAILURES;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -59,23 +60,38 @@ async fn unknown_user_and_wrong_password_get_the_same_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_failures_in_fifteen_minutes_throttle_the_username() {
+async fn failures_past_the_free_ones_make_each_try_wait_longer() {
     let s = TestServer::start().await;
     s.admin().await;
-    for _ in 0..5 {
+    for _ in 0..FREE_FAILURES {
         s.login("admin", "wrong password")
             .await
             .assert_problem(401, "unauthorized");
     }
-    // Even the right password is refused now, with a Retry-After.
-    let a = s.login("admin", PASSWORD).await;
-    a.assert_problem(429, "rate_limited");
-    let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=900).contains(&retry), "{retry}");
+    // Even the right password waits now, as a Retry-After says…
+    let retry_after = |a: &api_tests::Answer| -> u64 {
+        a.assert_problem(429, "rate_limited");
+        a.headers["retry-after"].to_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(retry_after(&s.login("admin", PASSWORD).await), 1);
+    // …after which one more try is checked, and the next waits twice as long.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    s.login("admin", "wrong password")
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(retry_after(&s.login("admin", PASSWORD).await), 2);
     // Other usernames are not affected.
     s.login("nobody", "x")
         .await
         .assert_problem(401, "unauthorized");
+    // Past the wait the right password logs in, and the failures are forgotten.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(s.login("admin", PASSWORD).await.status, StatusCode::OK);
+    for _ in 0..FREE_FAILURES {
+        s.login("admin", "wrong password")
+            .await
+            .assert_problem(401, "unauthorized");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

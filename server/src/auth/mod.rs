@@ -3,6 +3,7 @@
 pub mod jwt;
 pub mod kiosk;
 pub mod password;
+pub mod throttle;
 pub mod tokens;
 
 use axum::{extract::FromRequestParts, http::request::Parts};

@@ -1,26 +1,19 @@
 //! Login, token refresh, logout and the caller's own record.
 
 use axum::{extract::State, http::StatusCode};
-use chrono::Utc;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
-    auth::{AuthUser, password, tokens},
+    auth::{AuthUser, tokens},
     error::{ApiError, ApiResult},
-    extract::ApiJson,
+    extract::{ApiJson, ClientIp},
     routes::members::Member,
     state::AppState,
-    store::{login_failure, member},
+    store::member,
 };
-
-/// Failed logins of one username that trigger throttling…
-pub const MAX_FAILURES: u64 = 5;
-/// …within this window.
-pub const FAILURE_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,100 +68,55 @@ impl From<tokens::IssuedTokens> for TokenResponse {
     }
 }
 
-/// Logs in with a password. An unknown username and a wrong password get the same 401;
-/// after 5 failures for one username within 15 minutes, 429 with `Retry-After`.
+/// Logs in with a password. An unknown username and a wrong password get the same 401.
+/// Throttled before any password is checked (429 `rate_limited` with `Retry-After`): a
+/// burst of attempts from one client address, then one every few seconds (a successful
+/// login gives its attempt back); after 3 failures for a username from one address, each
+/// further try from there waits twice as long as the last (1 s, 2 s, … up to 15 minutes);
+/// after 30 failures for a username from all addresses within 15 minutes, its logins are
+/// checked one at a time, 2 s apart. When as many passwords are being checked as the
+/// server takes, 503 `busy` with `Retry-After`.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Unknown username or wrong password", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this username", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many attempts from this address, or failures for this username; `Retry-After` says when to try again", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: too many passwords being checked at once; `Retry-After` says when to try again", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
     let username = req.username.trim().to_lowercase();
     if username.is_empty() || username.len() > 256 || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    throttle(&state, &username).await?;
-
+    let attempt = state
+        .logins
+        .admit(&state.db, &username, ip, "logins")
+        .await?;
     let found = member::Entity::find()
         .filter(member::Column::Username.eq(&username))
         .one(&state.db)
         .await?;
-    let ok = password::verify(
-        found.as_ref().map(|m| m.password_hash.clone()),
-        req.password,
-    )
-    .await?;
+    let ok = state
+        .passwords
+        .verify(
+            found.as_ref().map(|m| m.password_hash.clone()),
+            req.password,
+        )
+        .await?;
     match found {
         Some(m) if ok && m.active => {
-            forget_failures(&state, &username).await?;
+            attempt.succeeded(&state.db).await?;
             Ok(axum::Json(tokens::start_session(&state, m).await?.into()))
         }
         _ => {
-            record_failure(&state, &[&username]).await?;
+            attempt.failed(&state.db, &[]).await?;
             Err(ApiError::unauthorized("wrong username or password"))
         }
     }
-}
-
-/// 429 with `Retry-After` while a username has [`MAX_FAILURES`] failed logins within
-/// [`FAILURE_WINDOW`]: a password, a PIN at a kiosk, or the password of a PIN change.
-pub async fn throttle(state: &AppState, username: &str) -> ApiResult<()> {
-    throttle_key(state, username, MAX_FAILURES, "logins for this username").await
-}
-
-/// 429 with `Retry-After` while `max` failures were recorded under `key` (a username, or
-/// another key that no username can be) within [`FAILURE_WINDOW`].
-pub async fn throttle_key(state: &AppState, key: &str, max: u64, what: &str) -> ApiResult<()> {
-    let now = Utc::now();
-    let since = now - FAILURE_WINDOW;
-    let recent = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(key))
-        .filter(login_failure::Column::At.gt(since));
-    if recent.clone().count(&state.db).await? >= max {
-        let oldest = recent
-            .order_by_asc(login_failure::Column::At)
-            .one(&state.db)
-            .await?
-            .map(|f| f.at)
-            .unwrap_or(now);
-        let wait = (oldest + FAILURE_WINDOW - now).num_seconds().max(1) as u64;
-        return Err(ApiError::rate_limited(
-            format!("too many failed {what}; try again in {wait} seconds"),
-            wait,
-        ));
-    }
-    Ok(())
-}
-
-/// Counts a failed login under each key, a username and any other (and drops failures
-/// too old to count).
-pub async fn record_failure(state: &AppState, keys: &[&str]) -> ApiResult<()> {
-    let now = Utc::now();
-    login_failure::Entity::insert_many(keys.iter().map(|key| login_failure::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        username: Set((*key).to_owned()),
-        at: Set(now),
-    }))
-    .exec_without_returning(&state.db)
-    .await?;
-    login_failure::Entity::delete_many()
-        .filter(login_failure::Column::At.lt(now - chrono::Duration::days(1)))
-        .exec(&state.db)
-        .await?;
-    Ok(())
-}
-
-/// Forgets a username's failed logins after a successful one.
-pub async fn forget_failures(state: &AppState, username: &str) -> ApiResult<()> {
-    login_failure::Entity::delete_many()
-        .filter(login_failure::Column::Username.eq(username))
-        .exec(&state.db)
-        .await?;
-    Ok(())
 }
 
 /// Exchanges a refresh token for new tokens. Each refresh token works once; reusing one

@@ -23,14 +23,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    auth::{AuthUser, KioskDevice, Role, password},
+    auth::{AuthUser, KioskDevice, Role},
     domain::geometry::PostKind,
     error::{ApiError, ApiResult, Violations},
     events::{NewEvent, kind},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery, ClientIp},
     pagination::{Page, PageRequest},
     routes::{
-        auth::{forget_failures, record_failure, throttle, throttle_key},
         checkins::{
             BatchResult, CheckinIn, FixKind, ItemError, ItemResult, MAX_BATCH, Outcome, Source,
             ingest, item_error, item_result, read_item,
@@ -58,10 +57,12 @@ pub const NEXT_WINDOW: Duration = Duration::hours(24);
 /// …and how many it names.
 pub const MAX_NEXT: usize = 10;
 
-/// Failed sign-ons at one kiosk that stop it taking more within the login throttle's
-/// window: each username has its own 5, and this bounds guessing PINs across many usernames
-/// from one tablet.
+/// Failed sign-ons at one kiosk that stop it taking more within [`KIOSK_WINDOW`]: each
+/// username's tries slow down on their own, and this bounds guessing PINs across many
+/// usernames from one tablet.
 pub const MAX_KIOSK_FAILURES: u64 = 20;
+/// The window of [`MAX_KIOSK_FAILURES`].
+pub const KIOSK_WINDOW: Duration = Duration::minutes(15);
 
 /// The audit action of a sign-on.
 pub const AUDIT_SIGN_ON: &str = "kiosk_sign_on";
@@ -806,17 +807,20 @@ pub async fn revoke_kiosk(
 }
 
 /// Sets the caller's PIN for signing on at kiosk devices. The current password is
-/// required (a wrong one counts as a failed login: 5 within 15 minutes give 429). The PIN:
-/// 4–8 digits, not one digit repeated, not a straight run (422 naming `pin`).
+/// required (a wrong one counts as a failed login, throttled as `POST /auth/login` is:
+/// 429 with `Retry-After`). The PIN: 4–8 digits, not one digit repeated, not a straight
+/// run (422 naming `pin`).
 #[utoipa::path(put, path = "/me/pin", tag = "kiosk", security(("bearer" = [])), request_body = SetPin,
     responses(
         (status = 204, description = "The PIN is set"),
         (status = 403, description = "The password is wrong", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this username", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many attempts from this address, or failures for this username", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: too many passwords being checked at once", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn set_pin(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<SetPin>,
 ) -> ApiResult<StatusCode> {
     let mut errors = Violations::new();
@@ -833,13 +837,20 @@ pub async fn set_pin(
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the access token is no longer valid"))?;
-    throttle(&state, &me.username).await?;
-    if !password::verify(Some(me.password_hash.clone()), req.password).await? {
-        record_failure(&state, &[&me.username]).await?;
+    let attempt = state
+        .logins
+        .admit(&state.db, &me.username, ip, "logins")
+        .await?;
+    if !state
+        .passwords
+        .verify(Some(me.password_hash.clone()), req.password)
+        .await?
+    {
+        attempt.failed(&state.db, &[]).await?;
         return Err(ApiError::forbidden("the current password is wrong"));
     }
-    forget_failures(&state, &me.username).await?;
-    let hash = password::hash(req.pin).await?;
+    attempt.succeeded(&state.db).await?;
+    let hash = state.passwords.hash(req.pin).await?;
     member::Entity::update_many()
         .col_expr(member::Column::PinHash, Expr::value(Some(hash)))
         .filter(member::Column::Id.eq(me.id))
@@ -964,8 +975,8 @@ pub async fn board(
 }
 
 /// Signs an officer on at the kiosk with their username and their password or PIN
-/// (exactly one). A wrong one is a failed login (401; 5 for a username, or 20 at one
-/// kiosk, within 15 minutes give 429). The
+/// (exactly one). A wrong one is a failed login (401), throttled as `POST /auth/login` is
+/// (429 with `Retry-After`); 20 failures at one kiosk within 15 minutes also give 429. The
 /// officer must be active and on a shift of this post running now or starting within 60
 /// minutes (403 `not_rostered_here`); one already signed on here gets 409
 /// `already_signed_on`; one signed on at another kiosk is signed off there (`replaced`).
@@ -976,10 +987,12 @@ pub async fn board(
         (status = 401, description = "Wrong username, password or PIN; or no valid kiosk token", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`not_rostered_here`: no shift on this post now or within 60 minutes", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`already_signed_on` at this kiosk", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this username", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many attempts from this address, or failures for this username or at this kiosk", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: too many passwords being checked at once", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn sign_on(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     device: KioskDevice,
     ApiJson(req): ApiJson<SignOnRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<SignOnAnswer>)> {
@@ -1005,16 +1018,22 @@ pub async fn sign_on(
     if username.is_empty() || username.len() > 256 || secret.len() > 1024 {
         return Err(wrong());
     }
+    let attempt = state
+        .logins
+        .admit(&state.db, &username, ip, "sign-ons")
+        .await?;
     // Failures at a kiosk are also counted under a key no username can be (`:`).
     let kiosk_key = format!("kiosk:{}", kiosk.id);
-    throttle_key(
-        &state,
-        &kiosk_key,
-        MAX_KIOSK_FAILURES,
-        "sign-ons at this kiosk",
-    )
-    .await?;
-    throttle(&state, &username).await?;
+    state
+        .logins
+        .cap(
+            &state.db,
+            &kiosk_key,
+            MAX_KIOSK_FAILURES,
+            KIOSK_WINDOW,
+            "sign-ons at this kiosk",
+        )
+        .await?;
     let found = member::Entity::find()
         .filter(member::Column::Username.eq(&username))
         .one(&state.db)
@@ -1026,15 +1045,15 @@ pub async fn sign_on(
             Some(m.password_hash.clone())
         }
     });
-    let ok = password::verify(stored, secret).await?;
+    let ok = state.passwords.verify(stored, secret).await?;
     let m = match found {
         Some(m) if ok && m.active => m,
         _ => {
-            record_failure(&state, &[&username, &kiosk_key]).await?;
+            attempt.failed(&state.db, &[&kiosk_key]).await?;
             return Err(wrong());
         }
     };
-    forget_failures(&state, &username).await?;
+    attempt.succeeded(&state.db).await?;
 
     let now = Utc::now().trunc_subsecs(6);
     let rostered = shift::Entity::find()

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    auth::{AuthUser, Role, Scope, password, tokens},
+    auth::{AuthUser, Role, Scope, tokens},
     error::{ApiError, ApiResult, Violations},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{Page, PageRequest},
@@ -313,7 +313,7 @@ pub async fn create_member_record(state: &AppState, req: CreateMember) -> ApiRes
             req.username
         )));
     }
-    let hash = password::hash(req.password).await?;
+    let hash = state.passwords.hash(req.password).await?;
     let now = Utc::now();
     let model = member::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -400,7 +400,7 @@ pub async fn patch_member(
     }
     let ends_logins = req.password.is_some() || req.active == Some(false);
     let new_hash = match req.password {
-        Some(pw) => Some(password::hash(pw).await?),
+        Some(pw) => Some(state.passwords.hash(pw).await?),
         None => None,
     };
     let txn = state.db.begin().await?;

@@ -55,7 +55,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
     }
 }
 
-/// Prometheus metrics: requests by route template and status, latency, database pool.
+/// Prometheus metrics: requests by route template and status, latency, database pool,
+/// passwords hashed and logins throttled.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
