@@ -359,6 +359,25 @@ async fn coverage_of(s: &TestServer, org: &Org, post: uuid::Uuid) -> serde_json:
     a.body["items"][0].clone()
 }
 
+async fn started() -> (TestServer, Org) {
+    let s = TestServer::start().await;
+    let org = Org::create(&s).await;
+    (s, org)
+}
+
+/// Kiosk K1 with an hour's shift of kiosk1's that ended three hours ago (settled, so its
+/// figures are stored): (post, shift, start).
+async fn kiosk1_shift_ended(
+    s: &TestServer,
+    org: &Org,
+) -> (uuid::Uuid, uuid::Uuid, chrono::DateTime<chrono::Utc>) {
+    let end = now_s() - chrono::Duration::hours(3);
+    let start = end - chrono::Duration::hours(1);
+    let k = kiosk(s, org, "K1", org.street1).await;
+    let sid = shift_of(s, org, k, start, end, "kiosk1").await;
+    (k, sid, start)
+}
+
 /// Item 1: a late fix that arrives while the updater computes a shift from the fixes it
 /// read before keeps its mark: the result computed without it is not stored over the
 /// mark, and the next pass counts it.
@@ -366,12 +385,8 @@ async fn coverage_of(s: &TestServer, org: &Org, post: uuid::Uuid) -> serde_json:
 async fn a_late_fix_arriving_mid_computation_keeps_its_stale_mark() {
     use patrol_server::store::shift;
     use sea_orm::EntityTrait;
-    let s = TestServer::start().await;
-    let org = Org::create(&s).await;
-    let end = now_s() - chrono::Duration::hours(3);
-    let start = end - chrono::Duration::hours(1);
-    let k = kiosk(&s, &org, "K1", org.street1).await;
-    let sid = shift_of(&s, &org, k, start, end, "kiosk1").await;
+    let (s, org) = started().await;
+    let (k, sid, start) = kiosk1_shift_ended(&s, &org).await;
     let model = shift::Entity::find_by_id(sid)
         .one(&s.state.db)
         .await
@@ -411,12 +426,8 @@ async fn a_late_fix_arriving_mid_computation_keeps_its_stale_mark() {
 /// (they could never count); the sender's own settled shifts are marked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strangers_late_fixes_mark_no_stored_figures() {
-    let s = TestServer::start().await;
-    let org = Org::create(&s).await;
-    let end = now_s() - chrono::Duration::hours(3);
-    let start = end - chrono::Duration::hours(1);
-    let k = kiosk(&s, &org, "K1", org.street1).await;
-    let sid = shift_of(&s, &org, k, start, end, "kiosk1").await;
+    let (s, org) = started().await;
+    let (k, sid, start) = kiosk1_shift_ended(&s, &org).await;
     assert_eq!(coverage_of(&s, &org, k).await["status"], "missed");
     patrol_server::coverage::update_finished(&s.state, 200)
         .await
