@@ -9,6 +9,30 @@
 //! phone uploads its queue late, and a late fix may fall between fixes that are already stored.
 //! Neighbours that are themselves implausible or mocked are skipped, so one teleport does not
 //! drag the honest fixes around it down with it.
+//!
+//! # One set of fixes, one set of flags
+//!
+//! The rule: a member's implausible_speed and static_repeat flags are those that one pass of
+//! [`judge`] over the member's whole set of fixes gives them, taken in judging order
+//! (`recorded_at`, then the reading) as if every fix were new. They depend on that set
+//! alone, not on the order the fixes arrived in nor on how they were batched, so a phone
+//! that uploads its offline queue ends with the same flags, and the same coverage, as the
+//! same phone online. A stored fix's flags are therefore not final: a new fix can change the
+//! verdict on stored fixes around it (a later fix contradicting a lone earlier one condemns
+//! it; an earlier fix can show that a stored fix was the teleport), and the writer revises
+//! them as [`judge`] says, in the transaction that stores the new fix.
+//!
+//! How far a revision reaches has no bound in theory: the look-ahead of the speed rule
+//! passes over any number of contradicting fixes, and a changed verdict changes the earlier
+//! neighbour of the fixes after it. The writer hands [`judge`] [`stored_before`] stored
+//! fixes before the earliest new one and [`stored_after`] after the latest, and the flags are
+//! exactly those of the whole set as long as (a) no more than [`DOUBTFUL_RUN`] fixes in a row
+//! are flagged implausible_speed, mock_location or invalid_fix (among the fixes stored at any
+//! time), and (b) within `DOUBTFUL_RUN + 1` fixes after the latest new one, one is a
+//! neighbour both as stored and as judged again, which holds unless the fixes after the new
+//! ones keep contradicting each other (two phones on one account, far apart, alternating);
+//! [`Judgement::needs_more_after`] tells the writer when it may not have held. Fixes
+//! recorded at the same instant with the same reading are interchangeable.
 
 use std::ops::BitOr;
 
@@ -124,6 +148,15 @@ impl Flags {
     /// Whether a fix with these flags may not serve as a speed neighbour.
     const fn disqualifies_neighbour(self) -> bool {
         self.0 & Self::NOT_A_NEIGHBOUR.0 != 0
+    }
+
+    /// These flags with `flag` set or cleared.
+    fn with(self, flag: Flags, on: bool) -> Flags {
+        Flags(if on {
+            self.0 | flag.0
+        } else {
+            self.0 & !flag.0
+        })
     }
 }
 
@@ -242,21 +275,6 @@ pub fn implausible_speed(
         || next.is_some_and(|n| faster_than(fix, n, limit))
 }
 
-/// Whether two fixes carry bit-for-bit the same reading (position, accuracy and speed).
-fn same_reading(a: &FixSample, b: &FixSample) -> bool {
-    // Bits, not `==`: fake-GPS apps replay exact values, and bits also treat NaN as equal to
-    // itself, so a replayed NaN cannot break a run.
-    let bits = |s: &FixSample| {
-        (
-            s.position.lon.to_bits(),
-            s.position.lat.to_bits(),
-            s.accuracy_m.to_bits(),
-            s.speed_mps.map(f64::to_bits),
-        )
-    };
-    bits(a) == bits(b)
-}
-
 /// static_repeat: `earlier` holds the member's fixes immediately before `fix` in recorded_at
 /// order (most recent last); true when fix and the run right before it are bit-identical in
 /// position, accuracy and speed for at least `static_repeat_run` fixes in total.
@@ -306,88 +324,252 @@ pub struct StoredFix {
     pub id: uuid::Uuid,
     /// The fix itself.
     pub sample: FixSample,
-    /// Flags attached when it was stored; never changed by [`judge_batch`], and only their
-    /// static_repeat by [`revised_repeats`].
+    /// Flags attached when it was stored, as revised since; [`judge`] revises only their
+    /// implausible_speed and static_repeat.
     pub flags: Flags,
 }
 
-/// The stored fixes whose static_repeat flag new fixes change, each with its flags as they
-/// must now be.
-///
-/// static_repeat is a property of the member's whole sequence of fixes in `recorded_at`
-/// order (the run of bit-identical readings that ends at a fix is `static_repeat_run`
-/// long or longer), so it must not depend on the order the fixes arrived in. A new fix
-/// can lengthen a run (it repeats the reading) or cut one (it differs), and either changes
-/// the flag only of the stored fixes up to `static_repeat_run` places after it: `stored`
-/// must hold that many after the latest new fix, and as many before the earliest. Ties in
-/// time are ordered as [`judge_batch`] orders them (stored first).
-pub fn revised_repeats(
-    stored: &[StoredFix],
-    new: &[FixSample],
-    t: &Thresholds,
-) -> Vec<(StoredFix, Flags)> {
-    if new.is_empty() || stored.is_empty() {
-        return Vec::new();
-    }
-    let mut order: Vec<(FixSample, Option<usize>)> = stored
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.sample, Some(i)))
-        .chain(new.iter().map(|s| (*s, None)))
-        .collect();
-    order.sort_by_key(|(s, _)| s.recorded_at);
-    let needed = t.static_repeat_run.max(1);
-    let mut out = Vec::new();
-    let mut run = 0usize;
-    let mut seen_new = false;
-    for (k, (sample, origin)) in order.iter().enumerate() {
-        run = if k > 0 && same_reading(&order[k - 1].0, sample) {
-            run + 1
-        } else {
-            1
-        };
-        match origin {
-            None => seen_new = true,
-            Some(i) if seen_new => {
-                let was = stored[*i].flags;
-                let repeat = run >= needed;
-                if was.contains(Flags::STATIC_REPEAT) != repeat {
-                    let mut now = Flags(was.0 & !Flags::STATIC_REPEAT.0);
-                    if repeat {
-                        now.insert(Flags::STATIC_REPEAT);
-                    }
-                    out.push((stored[*i], now));
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    out
+/// The longest run of doubtful fixes in a row (flagged implausible_speed, mock_location or
+/// invalid_fix) for which [`stored_before`] fixes before new ones are sure to reach back to
+/// every fix whose verdict the new ones can change (see the module doc).
+pub const DOUBTFUL_RUN: usize = 6;
+
+/// How many fixes after a fix the speed rule can look at while no more than [`DOUBTFUL_RUN`]
+/// in a row are doubtful: the candidates it passes over (all judged implausible but the last),
+/// the one it takes and the one after that, each possibly behind a run of mocked fixes.
+const LOOKAHEAD: usize = 3 * (DOUBTFUL_RUN + 1);
+
+/// How many of the member's stored fixes before the earliest new one [`judge`] needs (or all
+/// there are): those whose look-ahead can reach a new fix, and before them enough to hold a
+/// credible earlier neighbour; at least the run static_repeat looks back along.
+pub fn stored_before(t: &Thresholds) -> usize {
+    (LOOKAHEAD + DOUBTFUL_RUN + 1).max(t.static_repeat_run)
 }
 
-/// Where an entry of the merged, time-ordered sequence came from.
+/// How many of the member's stored fixes after the latest new one [`judge`] needs (or all
+/// there are): re-judging settles within `DOUBTFUL_RUN + 1` of them (when condition (b) of
+/// the module doc holds), and each fix up to there looks up to [`LOOKAHEAD`] further; at
+/// least the run along which a new fix can change static_repeat.
+pub fn stored_after(t: &Thresholds) -> usize {
+    (LOOKAHEAD + DOUBTFUL_RUN + 1).max(t.static_repeat_run)
+}
+
+/// A reading as bits: fake-GPS apps replay exact values, and bits also treat NaN as equal to
+/// itself, so a replayed NaN cannot break a run.
+fn reading_bits(s: &FixSample) -> (u64, u64, u64, Option<u64>) {
+    (
+        s.position.lon.to_bits(),
+        s.position.lat.to_bits(),
+        s.accuracy_m.to_bits(),
+        s.speed_mps.map(f64::to_bits),
+    )
+}
+
+/// Whether two fixes carry bit-for-bit the same reading (position, accuracy and speed).
+fn same_reading(a: &FixSample, b: &FixSample) -> bool {
+    reading_bits(a) == reading_bits(b)
+}
+
+/// The order a member's fixes are judged in: `recorded_at`, then (for fixes recorded at the
+/// same instant) the reading, so that it never depends on the order they arrived in.
+fn judging_order(a: &FixSample, b: &FixSample) -> std::cmp::Ordering {
+    a.recorded_at
+        .cmp(&b.recorded_at)
+        .then_with(|| reading_bits(a).cmp(&reading_bits(b)))
+}
+
+/// Where an entry of the merged sequence came from.
 #[derive(Clone, Copy, Debug)]
 enum Origin {
-    /// A stored fix with its flags, which are final.
-    Stored(Flags),
+    /// The stored fix at this index of the `stored` argument.
+    Stored(usize),
     /// The new fix at this index of the `new` argument.
     New(usize),
 }
 
-/// Flags for new fixes (any order) judged together with the member's stored fixes around them
-/// (any order), in input order of `new`.
+/// Stored and new fixes merged in judging order (identical readings at one instant: stored
+/// first, then input order), as samples and where each came from.
+fn merged(
+    stored: &[StoredFix],
+    new: impl Iterator<Item = FixSample>,
+) -> (Vec<FixSample>, Vec<Origin>) {
+    let mut order: Vec<(FixSample, Origin)> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.sample, Origin::Stored(i)))
+        .chain(new.enumerate().map(|(i, s)| (s, Origin::New(i))))
+        .collect();
+    // Stable, for the identical readings.
+    order.sort_by(|a, b| judging_order(&a.0, &b.0));
+    order.into_iter().unzip()
+}
+
+/// For each fix of a sequence in judging order, whether the run of bit-identical readings
+/// that ends at it is long enough for static_repeat.
+fn repeat_runs(samples: &[FixSample], t: &Thresholds) -> Vec<bool> {
+    let needed = t.static_repeat_run.max(1);
+    let mut run = 0usize;
+    samples
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            run = if k > 0 && same_reading(&samples[k - 1], s) {
+                run + 1
+            } else {
+                1
+            };
+            run >= needed
+        })
+        .collect()
+}
+
+/// What judging new fixes among the member's stored ones decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    /// The new fixes' flags, in input order, intrinsic ones included.
+    pub new: Vec<Flags>,
+    /// The stored fixes whose implausible_speed or static_repeat the new fixes change, each
+    /// with its flags as they must now be.
+    pub revised: Vec<(StoredFix, Flags)>,
+    /// Whether a verdict depended on what follows the last fix given: re-judging had not
+    /// settled by then, or a look-ahead ran into it. Harmless when the member has no later
+    /// fix; otherwise the fixes around the end may deserve other flags.
+    pub needs_more_after: bool,
+}
+
+/// Judges new fixes (any order) among the member's stored fixes around them (any order), so
+/// that every fix ends with the flags one pass over the member's whole set of fixes gives it
+/// (the module doc says when that is exact): the new fixes' flags, intrinsic ones included,
+/// and the revisions of stored fixes. In `new`, each fix comes with whether it may never be a
+/// speed neighbour (mocked, or disowned by its device).
 ///
-/// Fixes are merged in recorded_at order (ties: stored before new, then input order) and judged
-/// in that order, so the fixes of one batch are each other's neighbours and a late fix is
-/// judged against the stored fix after it too. Speed neighbours are fixes not flagged
-/// implausible_speed or mock_location; a new fix judged implausible stops being a neighbour for
-/// the ones after it. A later neighbour that is a new, not yet judged fix is passed over when it
-/// contradicts the fix being judged and there is evidence that it, not that fix, is the odd one:
-/// the earlier neighbour contradicts it as well, or the fix after it contradicts it while
-/// agreeing with the fix being judged (a teleport must not condemn the honest fix before it).
-/// Without such evidence the plain rule applies. Intrinsic flags are included; stored flags are
-/// not changed here (the static_repeat of the stored fixes after new ones is revised by
-/// [`revised_repeats`]).
+/// The pass takes the fixes in judging order (`recorded_at`, then the reading), each as if
+/// new. A fix is implausible when the apparent speed to its earlier neighbour (the latest
+/// fix before it that is not mocked, invalid or judged implausible) or to its later one
+/// exceeds the mobility's limit. The later neighbour is the first fix after it that is not
+/// mocked or invalid, except that one that contradicts it is passed over when there is
+/// evidence that it, not the fix being judged, is the odd one: the earlier neighbour
+/// contradicts it as well, or the fix after it contradicts it while agreeing with the fix
+/// being judged (a teleport must not condemn the honest fix before it). Without such
+/// evidence the plain rule applies: of two contradicting fixes the later condemns the
+/// earlier.
+///
+/// Only the stretch new fixes can change is judged again: from the first stored fix whose
+/// look-ahead reaches a new one to the first fix after the new ones that is a neighbour both
+/// as stored and as judged now, after which the pass is the one that gave the stored flags.
+/// `stored` must hold [`stored_before`] fixes before the earliest new one, all fixes between
+/// the new ones and [`stored_after`] after the latest (fewer when the member has no more).
+pub fn judge(
+    stored: &[StoredFix],
+    new: &[(FixSample, bool)],
+    received_at: DateTime<Utc>,
+    mobility: Mobility,
+    t: &Thresholds,
+) -> Judgement {
+    let mut out: Vec<Flags> = new
+        .iter()
+        .map(|(s, mock)| intrinsic_flags(s, *mock, received_at, t))
+        .collect();
+    let (samples, origins) = merged(stored, new.iter().map(|(s, _)| *s));
+    let is_new = |o: &Origin| matches!(o, Origin::New(_));
+    let (Some(first_new), Some(last_new)) = (
+        origins.iter().position(is_new),
+        origins.iter().rposition(is_new),
+    ) else {
+        return Judgement {
+            new: out,
+            revised: Vec::new(),
+            needs_more_after: false,
+        };
+    };
+    let unusable = Flags(Flags::MOCK_LOCATION.0 | Flags::INVALID_FIX.0);
+    // Whether each entry may serve as a speed neighbour until judged: mocked and invalid
+    // fixes never do.
+    let mut usable: Vec<bool> = origins
+        .iter()
+        .map(|o| match *o {
+            Origin::Stored(i) => stored[i].flags.0 & unusable.0 == 0,
+            Origin::New(i) => !new[i].1,
+        })
+        .collect();
+    let credible_as_stored = |k: usize| match origins[k] {
+        Origin::Stored(i) => !stored[i].flags.disqualifies_neighbour(),
+        Origin::New(_) => false,
+    };
+    let limit = t.max_speed_mps(mobility);
+
+    // The stored fixes keep their verdicts up to the first whose look-ahead reaches a new fix:
+    // until there, the pass over all the fixes is the one that gave them.
+    let mut last_usable: Option<usize> = None;
+    let mut start = first_new;
+    for k in 0..first_new {
+        let prev = last_usable.map(|p| &samples[p]);
+        if later_neighbour(&samples, &usable, k, prev, limit).1 >= first_new {
+            start = k;
+            break;
+        }
+        usable[k] = credible_as_stored(k);
+        if usable[k] {
+            last_usable = Some(k);
+        }
+    }
+
+    let mut speed: Vec<Option<bool>> = vec![None; samples.len()];
+    let mut settled = false;
+    let mut ran_off = false;
+    for i in start..samples.len() {
+        let prev = last_usable.map(|p| &samples[p]);
+        let (next, reach) = later_neighbour(&samples, &usable, i, prev, limit);
+        ran_off |= reach >= samples.len();
+        let bad = implausible_speed(prev, &samples[i], next, mobility, t);
+        speed[i] = Some(bad);
+        if bad {
+            usable[i] = false;
+        }
+        if usable[i] {
+            last_usable = Some(i);
+        }
+        // Past the new fixes, a fix that is a neighbour both as stored and as judged now puts
+        // the pass back on the one that gave the stored verdicts after it.
+        if i > last_new && usable[i] && credible_as_stored(i) {
+            settled = true;
+            break;
+        }
+    }
+
+    let repeats = repeat_runs(&samples, t);
+    let mut revised = Vec::new();
+    for (k, origin) in origins.iter().enumerate() {
+        match *origin {
+            Origin::New(i) => {
+                out[i] = out[i]
+                    .with(Flags::IMPLAUSIBLE_SPEED, speed[k] == Some(true))
+                    .with(Flags::STATIC_REPEAT, repeats[k]);
+            }
+            Origin::Stored(i) => {
+                let was = stored[i].flags;
+                let mut now = was;
+                if let Some(bad) = speed[k] {
+                    now = now.with(Flags::IMPLAUSIBLE_SPEED, bad);
+                }
+                // A new fix changes the runs only from where it stands on.
+                if k > first_new {
+                    now = now.with(Flags::STATIC_REPEAT, repeats[k]);
+                }
+                if now != was {
+                    revised.push((stored[i], now));
+                }
+            }
+        }
+    }
+    Judgement {
+        new: out,
+        revised,
+        needs_more_after: ran_off || !settled,
+    }
+}
+
+/// The new fixes' flags of [`judge`], for callers that write no revision of stored fixes.
 pub fn judge_batch(
     stored: &[StoredFix],
     new: &[(FixSample, bool)],
@@ -395,89 +577,45 @@ pub fn judge_batch(
     mobility: Mobility,
     t: &Thresholds,
 ) -> Vec<Flags> {
-    let mut order: Vec<(FixSample, Origin)> = stored
-        .iter()
-        .map(|s| (s.sample, Origin::Stored(s.flags)))
-        .chain(
-            new.iter()
-                .enumerate()
-                .map(|(i, (s, _))| (*s, Origin::New(i))),
-        )
-        .collect();
-    // Stable, so ties keep stored before new and then input order.
-    order.sort_by_key(|(s, _)| s.recorded_at);
-    let (samples, origins): (Vec<FixSample>, Vec<Origin>) = order.into_iter().unzip();
-
-    let mut out: Vec<Flags> = new
-        .iter()
-        .map(|(s, mock)| intrinsic_flags(s, *mock, received_at, t))
-        .collect();
-    // Whether each entry may serve as a speed neighbour. For stored fixes and mocked new fixes
-    // this is known up front; a new fix loses it when it is judged implausible.
-    let mut usable: Vec<bool> = origins
-        .iter()
-        .map(|origin| match origin {
-            Origin::Stored(flags) => !flags.disqualifies_neighbour(),
-            Origin::New(i) => !new[*i].1,
-        })
-        .collect();
-
-    let limit = t.max_speed_mps(mobility);
-    let mut last_usable: Option<usize> = None;
-    for (i, (fix, origin)) in samples.iter().zip(&origins).enumerate() {
-        if let Origin::New(index) = *origin {
-            let prev = last_usable.map(|p| &samples[p]);
-            let next = later_neighbour(&samples, &origins, &usable, i, prev, limit);
-            if implausible_speed(prev, fix, next, mobility, t) {
-                out[index].insert(Flags::IMPLAUSIBLE_SPEED);
-                usable[i] = false;
-            }
-            if static_repeat(&samples[..i], fix, t) {
-                out[index].insert(Flags::STATIC_REPEAT);
-            }
-        }
-        if usable[i] {
-            last_usable = Some(i);
-        }
-    }
-    out
+    judge(stored, new, received_at, mobility, t).new
 }
 
-/// The later speed neighbour of the new fix at `i` of the merged sequence, given its earlier
-/// neighbour `prev`: the first usable fix after it, except that a new (not yet judged) fix that
-/// contradicts it is passed over when there is evidence that it is the odd one (see
-/// [`judge_batch`]).
+/// The later speed neighbour of the fix at `i` given its earlier neighbour `prev`, and the
+/// index of the last entry the answer depends on (`samples.len()` when it looked to the
+/// end): the first usable fix after it, except that one that contradicts it is passed over
+/// when there is evidence that it is the odd one (see [`judge`]).
 fn later_neighbour<'a>(
     samples: &'a [FixSample],
-    origins: &[Origin],
     usable: &[bool],
     i: usize,
     prev: Option<&FixSample>,
     limit: f64,
-) -> Option<&'a FixSample> {
+) -> (Option<&'a FixSample>, usize) {
     let fix = &samples[i];
     let contradicts = |a: &FixSample, b: &FixSample| faster_than(a, b, limit);
     if prev.is_some_and(|p| contradicts(p, fix)) {
         // Implausible whatever comes later, and the evidence below assumes prev agrees.
-        return None;
+        return (None, i);
     }
-    let next_usable = |from: usize| (from..samples.len()).find(|&j| usable[j]);
+    let end = samples.len();
+    let next_usable = |from: usize| (from..end).find(|&j| usable[j]);
     let mut from = i + 1;
     while let Some(j) = next_usable(from) {
         let candidate = &samples[j];
-        // A stored fix's flags are final, so a usable one is trusted as it is.
-        if matches!(origins[j], Origin::Stored(_)) || !contradicts(fix, candidate) {
-            return Some(candidate);
+        if !contradicts(fix, candidate) {
+            return (Some(candidate), j);
         }
-        let after = next_usable(j + 1).map(|k| &samples[k]);
+        let after = next_usable(j + 1);
         let candidate_is_odd = prev.is_some_and(|p| contradicts(p, candidate))
-            || after.is_some_and(|m| contradicts(candidate, m) && !contradicts(fix, m));
+            || after.is_some_and(|m| {
+                contradicts(candidate, &samples[m]) && !contradicts(fix, &samples[m])
+            });
         if !candidate_is_odd {
-            return Some(candidate);
+            return (Some(candidate), after.unwrap_or(end));
         }
         from = j + 1;
     }
-    None
+    (None, end)
 }
 
 #[cfg(test)]
@@ -797,13 +935,18 @@ mod tests {
             judge_batch(&around, &[(detour, false)], received, Mobility::Foot, &t),
             [Flags::IMPLAUSIBLE_SPEED]
         );
-        // And mirrored: 7.3 m/s from the earlier one, 5.3 m/s to the later one.
+        // And mirrored: 7.3 m/s from the earlier one, 5.3 m/s to the later one. s2 agrees
+        // with both, so nothing says which of s1 and `early` is the odd one, and the plain
+        // rule condemns the earlier, s1, as it would if the three came in one batch.
         let early = sample(30, destination(DISTRICT, 90.0, 230.0), 5.0);
         assert!(foot(Some(&s1), &early, None));
         assert!(!foot(None, &early, Some(&s2)));
+        let j = judge(&around, &[(early, false)], received, Mobility::Foot, &t);
+        assert_eq!(j.new, [Flags::empty()]);
+        assert_eq!(j.revised, [(around[1], Flags::IMPLAUSIBLE_SPEED)]);
         assert_eq!(
-            judge_batch(&around, &[(early, false)], received, Mobility::Foot, &t),
-            [Flags::IMPLAUSIBLE_SPEED]
+            judge_all_new(&[s1, early, s2]),
+            [Flags::IMPLAUSIBLE_SPEED, Flags::empty(), Flags::empty()]
         );
     }
 
@@ -828,12 +971,12 @@ mod tests {
             judge_batch(&store, &new, at(60), Mobility::Foot, &t),
             [Flags::empty(), Flags::empty()]
         );
-        // The same stored fix without its flag would condemn the new one.
+        // Stored without its flag, the teleport is judged again (its earlier neighbour
+        // condemns it) rather than trusted to condemn the new fix.
         let unflagged = [stored(fixes[0]), stored(fixes[1]), stored(teleport.sample)];
-        assert_eq!(
-            judge_batch(&unflagged, &new, at(60), Mobility::Foot, &t)[0],
-            Flags::IMPLAUSIBLE_SPEED
-        );
+        let j = judge(&unflagged, &new, at(60), Mobility::Foot, &t);
+        assert_eq!(j.new, [Flags::empty(), Flags::empty()]);
+        assert_eq!(j.revised, [(unflagged[2], Flags::IMPLAUSIBLE_SPEED)]);
     }
 
     #[test]
@@ -896,32 +1039,62 @@ mod tests {
     }
 
     #[test]
-    fn ties_in_recorded_at_put_stored_first_then_input_order() {
-        let t = Thresholds::default();
+    fn ties_in_recorded_at_are_ordered_by_reading_whatever_arrived_first() {
         let here = sample(0, DISTRICT, 5.0);
         let there = sample(0, destination(DISTRICT, 0.0, 1_000.0), 5.0);
-        // With `here` stored it comes first, so the simultaneous `there` is the odd one.
-        assert_eq!(
-            judge_batch(
-                &[stored(here)],
-                &[(there, false)],
-                at(60),
-                Mobility::Foot,
-                &t
-            ),
-            [Flags::IMPLAUSIBLE_SPEED]
+        let fixes = honest(&[here, there]);
+        // Of two contradicting simultaneous fixes, the first in judging order is condemned;
+        // which that is must not depend on which was stored first.
+        let first = if judging_order(&here, &there).is_lt() {
+            0
+        } else {
+            1
+        };
+        let mut expected = [Flags::empty(); 2];
+        expected[first] = Flags::IMPLAUSIBLE_SPEED;
+        for batches in [
+            vec![vec![0], vec![1]],
+            vec![vec![1], vec![0]],
+            vec![vec![0, 1]],
+            vec![vec![1, 0]],
+        ] {
+            let (flags, _) = arrive(&fixes, &batches, Mobility::Foot, false);
+            assert_eq!(flags, expected, "{batches:?}");
+        }
+    }
+
+    #[test]
+    fn a_teleport_first_is_flagged_alike_one_by_one_and_in_one_batch() {
+        // Issue 27: A (a teleport) first, then B and C, which agree with each other far from
+        // A. Judged one by one with stored flags final, A was kept and B and C condemned.
+        let a = sample(0, destination(DISTRICT, 270.0, 30_000.0), 5.0);
+        let b = sample(20, DISTRICT, 5.0);
+        let c = sample(40, destination(DISTRICT, 90.0, 28.0), 5.0);
+        let fixes = honest(&[a, b, c]);
+        let expected = [Flags::IMPLAUSIBLE_SPEED, Flags::empty(), Flags::empty()];
+        assert_eq!(judge_all_new(&[a, b, c]), expected);
+        for batches in [
+            vec![vec![0], vec![1], vec![2]],
+            vec![vec![2], vec![1], vec![0]],
+            vec![vec![1], vec![0, 2]],
+            vec![vec![0, 1, 2]],
+        ] {
+            for windowed in [false, true] {
+                let (flags, _) = arrive(&fixes, &batches, Mobility::Foot, windowed);
+                assert_eq!(flags, expected, "{batches:?}");
+            }
+        }
+        // B's arrival revises the stored A.
+        let stored_a = stored(a);
+        let j = judge(
+            &[stored_a],
+            &[(b, false)],
+            at(60),
+            Mobility::Foot,
+            &Thresholds::default(),
         );
-        // Both new: the first in input order is the earlier neighbour of the second.
-        assert_eq!(
-            judge_batch(
-                &[],
-                &[(here, false), (there, false)],
-                at(60),
-                Mobility::Foot,
-                &t
-            ),
-            [Flags::IMPLAUSIBLE_SPEED, Flags::empty()]
-        );
+        assert_eq!(j.new, [Flags::empty()]);
+        assert_eq!(j.revised, [(stored_a, Flags::IMPLAUSIBLE_SPEED)]);
     }
 
     // ---- static_repeat ------------------------------------------------------------------------
@@ -1117,6 +1290,178 @@ mod tests {
         out
     }
 
+    /// A time to receive the fixes at, after all of them (so that no clock_skew is raised).
+    fn received_after(fixes: &[(FixSample, bool)]) -> DateTime<Utc> {
+        fixes.iter().map(|f| f.0.recorded_at).max().unwrap_or(at(0)) + TimeDelta::hours(1)
+    }
+
+    /// The flags the rule gives the fixes: one pass over all of them as new.
+    fn canonical(fixes: &[(FixSample, bool)], mobility: Mobility) -> Vec<Flags> {
+        let received = received_after(fixes);
+        judge_batch(&[], fixes, received, mobility, &Thresholds::default())
+    }
+
+    /// Whether no more than [`DOUBTFUL_RUN`] fixes in a row (in judging order) carry a flag
+    /// that keeps them from being speed neighbours.
+    fn doubtful_runs_within_bound(fixes: &[FixSample], flags: &[Flags]) -> bool {
+        let mut idx: Vec<usize> = (0..fixes.len()).collect();
+        idx.sort_by(|&a, &b| judging_order(&fixes[a], &fixes[b]));
+        let mut run = 0;
+        idx.into_iter().all(|i| {
+            run = if flags[i].disqualifies_neighbour() {
+                run + 1
+            } else {
+                0
+            };
+            run <= DOUBTFUL_RUN
+        })
+    }
+
+    /// Stores a member's fixes batch by batch as the writer does: each batch judged with
+    /// [`judge`] among the stored fixes (all of them, or with `windowed` those the writer
+    /// reads: [`stored_before`] before the batch's span, all within it, [`stored_after`] after
+    /// it) and the revisions applied. Answers each fix's final flags, and whether the module
+    /// doc promises them exact: no judgement needed more after than it was given while more
+    /// was left out, and the stored fixes never held a run of doubtful ones over the bound.
+    fn arrive(
+        fixes: &[(FixSample, bool)],
+        batches: &[Vec<usize>],
+        mobility: Mobility,
+        windowed: bool,
+    ) -> (Vec<Flags>, bool) {
+        let t = Thresholds::default();
+        let received = received_after(fixes);
+        let mut store: Vec<(usize, StoredFix)> = Vec::new();
+        let mut promised = true;
+        for batch in batches.iter().filter(|b| !b.is_empty()) {
+            let new: Vec<(FixSample, bool)> = batch.iter().map(|&i| fixes[i]).collect();
+            let from = new.iter().map(|f| f.0.recorded_at).min().unwrap();
+            let to = new.iter().map(|f| f.0.recorded_at).max().unwrap();
+            store.sort_by(|a, b| judging_order(&a.1.sample, &b.1.sample));
+            let all: Vec<StoredFix> = store.iter().map(|(_, s)| *s).collect();
+            let (window, left_out_after) = if windowed {
+                let before: Vec<StoredFix> = all
+                    .iter()
+                    .filter(|s| s.sample.recorded_at < from)
+                    .copied()
+                    .collect();
+                let within = all
+                    .iter()
+                    .filter(|s| (from..=to).contains(&s.sample.recorded_at));
+                let after: Vec<StoredFix> = all
+                    .iter()
+                    .filter(|s| s.sample.recorded_at > to)
+                    .copied()
+                    .collect();
+                let window: Vec<StoredFix> = before
+                    [before.len().saturating_sub(stored_before(&t))..]
+                    .iter()
+                    .chain(within)
+                    .chain(after.iter().take(stored_after(&t)))
+                    .copied()
+                    .collect();
+                (window, after.len() > stored_after(&t))
+            } else {
+                (all, false)
+            };
+            let judged = judge(&window, &new, received, mobility, &t);
+            promised &= !(judged.needs_more_after && left_out_after);
+            for (fix, flags) in judged.revised {
+                let entry = store.iter_mut().find(|(_, s)| s.id == fix.id).unwrap();
+                entry.1.flags = flags;
+            }
+            for (k, &i) in batch.iter().enumerate() {
+                store.push((
+                    i,
+                    StoredFix {
+                        id: uuid::Uuid::from_u128(i as u128),
+                        sample: fixes[i].0,
+                        flags: judged.new[k],
+                    },
+                ));
+            }
+            let now: Vec<(FixSample, bool)> = store.iter().map(|(i, _)| fixes[*i]).collect();
+            let samples: Vec<FixSample> = now.iter().map(|f| f.0).collect();
+            promised &= doubtful_runs_within_bound(&samples, &canonical(&now, mobility));
+        }
+        let mut out = vec![Flags::empty(); fixes.len()];
+        for (i, s) in store {
+            out[i] = s.flags;
+        }
+        (out, promised)
+    }
+
+    /// What a fix of a messy day is.
+    #[derive(Clone, Copy, Debug)]
+    enum Kind {
+        /// The next fix of a walk, at up to 9 m/s (so now and then too fast on foot).
+        Step,
+        /// A single fix 5 to 50 km off the walk.
+        Teleport,
+        /// A mocked fix up to 30 km off the walk.
+        Mock,
+        /// The walk goes on 5 to 50 km away.
+        Move,
+        /// The previous reading again, bit for bit.
+        Repeat,
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            60 => Just(Kind::Step),
+            6 => Just(Kind::Teleport),
+            6 => Just(Kind::Mock),
+            1 => Just(Kind::Move),
+            4 => Just(Kind::Repeat),
+        ]
+    }
+
+    /// One fix of a messy day: its kind, milliseconds since the previous fix, a bearing, a
+    /// share of the kind's distance, the accuracy, and how it arrives: a shuffle key and a
+    /// batch number.
+    type Part = (Kind, i64, f64, f64, f64, u32, usize);
+
+    /// The fixes of a messy day in time order, each with whether it is mocked.
+    fn messy_day(parts: &[Part]) -> Vec<(FixSample, bool)> {
+        let mut truth = DISTRICT;
+        let mut ms = 0;
+        let mut out: Vec<(FixSample, bool)> = Vec::new();
+        for &(kind, gap_ms, bearing, share, accuracy_m, _, _) in parts {
+            ms += gap_ms;
+            let fix = |position| FixSample {
+                recorded_at: at_ms(ms),
+                position,
+                accuracy_m,
+                speed_mps: None,
+            };
+            let far = 5_000.0 + 45_000.0 * share;
+            let next = match kind {
+                Kind::Step => {
+                    truth = destination(truth, bearing, 9.0 * share.powi(3) * gap_ms as f64 / 1e3);
+                    (fix(truth), false)
+                }
+                Kind::Teleport => (fix(destination(truth, bearing, far)), false),
+                Kind::Mock => (fix(destination(truth, bearing, 30_000.0 * share)), true),
+                Kind::Move => {
+                    truth = destination(truth, bearing, far);
+                    (fix(truth), false)
+                }
+                Kind::Repeat => match out.last() {
+                    Some(&(prev, mock)) => (
+                        FixSample {
+                            recorded_at: at_ms(ms),
+                            ..prev
+                        },
+                        mock,
+                    ),
+                    None => (fix(truth), false),
+                },
+            };
+            out.push(next);
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -1205,9 +1550,9 @@ mod tests {
         }
 
         /// However a frozen device's fixes arrive (one by one, in one batch, in shuffled
-        /// batches, newer first), once all are stored with [`judge_batch`]'s flags and
-        /// [`revised_repeats`]' revisions applied, each carries static_repeat exactly when
-        /// the run ending at it in time order is `run` long or longer.
+        /// batches, newer first), once all are stored with [`judge`]'s flags and revisions
+        /// applied, each carries static_repeat exactly when the run ending at it in time
+        /// order is `run` long or longer.
         #[test]
         fn prop_static_repeat_ends_the_same_whatever_the_order_of_arrival(
             walk_steps in prop::collection::vec(step(), 0..6),
@@ -1242,9 +1587,9 @@ mod tests {
                 }
                 let stored: Vec<StoredFix> = store.iter().map(|(_, s)| *s).collect();
                 let new: Vec<FixSample> = arriving.iter().map(|&i| fixes[i]).collect();
-                let revised = revised_repeats(&stored, &new, &t);
                 let with_mock: Vec<(FixSample, bool)> = new.iter().map(|f| (*f, false)).collect();
-                let flags = judge_batch(&stored, &with_mock, when, Mobility::Vehicle, &t);
+                let Judgement { new: flags, revised, .. } =
+                    judge(&stored, &with_mock, when, Mobility::Vehicle, &t);
                 for (revised, f) in revised {
                     let s = store.iter_mut().find(|(_, s)| s.id == revised.id).unwrap();
                     s.1.flags = f;
@@ -1353,39 +1698,43 @@ mod tests {
             prop_assert_eq!(a, b);
         }
 
-        /// A single new fix among stored ones gets exactly what the single-fix rules give it.
+        /// However a member's fixes arrive (one by one in time order or shuffled, in one
+        /// batch, in shuffled batches), once stored with [`judge`]'s flags and revisions each
+        /// carries the flags one pass over all of them gives it: always when every stored fix
+        /// is at hand, and with the writer's window whenever the module doc promises it.
         #[test]
-        fn prop_single_new_fix_matches_the_single_fix_rules(
-            steps in prop::collection::vec(step(), 1..20),
-            target in any::<prop::sample::Index>(),
-            far in prop::option::of((0.0f64..360.0, 0.0f64..20_000.0)),
-            flagged in prop::collection::vec(any::<bool>(), 20),
-            mock in any::<bool>(),
+        fn prop_flags_do_not_depend_on_the_order_of_arrival(
+            parts in prop::collection::vec(
+                (kind(), 1_000i64..90_000, 0.0f64..360.0, 0.0f64..1.0, 3.0f64..30.0, any::<u32>(), 0usize..5),
+                1..80,
+            ),
+            vehicle in any::<bool>(),
         ) {
-            let t = Thresholds::default();
-            let mut fixes = walk_from(&steps);
-            let k = target.index(fixes.len());
-            if let Some((bearing, dist)) = far {
-                fixes[k].position = destination(fixes[k].position, bearing, dist);
-            }
-            let flags_of = |i: usize| if flagged[i] && i != k { Flags::IMPLAUSIBLE_SPEED } else { Flags::empty() };
-            let store: Vec<StoredFix> = (0..fixes.len())
-                .filter(|&i| i != k)
-                .map(|i| StoredFix { id: uuid::Uuid::from_u128(i as u128), sample: fixes[i], flags: flags_of(i) })
+            let mobility = if vehicle { Mobility::Vehicle } else { Mobility::Foot };
+            let fixes = messy_day(&parts);
+            let expected = canonical(&fixes, mobility);
+            let n = fixes.len();
+            let mut shuffled: Vec<usize> = (0..n).collect();
+            shuffled.sort_by_key(|&i| (parts[i].5, i));
+            let in_time: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+            let one_by_one: Vec<Vec<usize>> = shuffled.iter().map(|&i| vec![i]).collect();
+            let one_batch = vec![shuffled.clone()];
+            let batches: Vec<Vec<usize>> = (0..5)
+                .map(|b| shuffled.iter().copied().filter(|&i| parts[i].6 == b).collect())
                 .collect();
-            let received = fixes.last().unwrap().recorded_at;
-            let got = judge_batch(&store, &[(fixes[k], mock)], received, Mobility::Foot, &t);
-
-            let prev = (0..k).rev().find(|&i| !flagged[i]).map(|i| &fixes[i]);
-            let next = (k + 1..fixes.len()).find(|&i| !flagged[i]).map(|i| &fixes[i]);
-            let mut expected = intrinsic_flags(&fixes[k], mock, received, &t);
-            if implausible_speed(prev, &fixes[k], next, Mobility::Foot, &t) {
-                expected.insert(Flags::IMPLAUSIBLE_SPEED);
+            for (how, arrival) in [
+                ("one by one in time order", &in_time),
+                ("one by one shuffled", &one_by_one),
+                ("in one batch", &one_batch),
+                ("in shuffled batches", &batches),
+            ] {
+                let (flags, _) = arrive(&fixes, arrival, mobility, false);
+                prop_assert_eq!(&flags, &expected, "{} with every stored fix at hand", how);
+                let (flags, promised) = arrive(&fixes, arrival, mobility, true);
+                if promised {
+                    prop_assert_eq!(&flags, &expected, "{} with the writer's window", how);
+                }
             }
-            if static_repeat(&fixes[..k], &fixes[k], &t) {
-                expected.insert(Flags::STATIC_REPEAT);
-            }
-            prop_assert_eq!(got, vec![expected]);
         }
 
         /// Names and bits round-trip for every combination of the known flags.

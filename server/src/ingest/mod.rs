@@ -8,7 +8,10 @@
 //!
 //! Judging in the writer also means that fixes of one member arriving in concurrent
 //! requests are judged against each other, in `recorded_at` order, as if they had come in
-//! one batch.
+//! one batch. New fixes can change the verdict on stored fixes around them (the flags are
+//! those of the member's whole set of fixes, see [`plausibility`]); the writer revises those
+//! in the same transaction and tells the caller which revisions move a fix in or out of
+//! coverage ([`Stored::revised`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,10 +47,6 @@ const ROWS_PER_STATEMENT: usize = 1000;
 const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 /// Members per neighbour query: three compound terms each, under SQLite's 500.
 const MEMBERS_PER_QUERY: usize = 150;
-/// Stored fixes read after a member's new ones: the speed rule looks at the next one, and
-/// a new fix can change the static_repeat of as many after it as the run is long
-/// ([`plausibility::revised_repeats`]); this many at least.
-const AFTER: usize = 4;
 /// Most stored fixes read between a member's earliest and latest new fix.
 const WITHIN: usize = 20_000;
 
@@ -119,6 +118,17 @@ impl Tails {
     }
 }
 
+/// What became of a batch handed to the writer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// What became of each row, in the order of the batch.
+    pub rows: Vec<Written>,
+    /// `recorded_at` of the member's stored fixes that this write moved in or out of
+    /// coverage by revising their implausible_speed flag: the stored coverage they touch is
+    /// out of date, as for a late fix.
+    pub revised: Vec<DateTime<Utc>>,
+}
+
 /// What became of one fix handed to the writer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
@@ -144,7 +154,7 @@ pub struct Batch {
 
 struct Job {
     batch: Batch,
-    reply: oneshot::Sender<Result<Vec<Written>, String>>,
+    reply: oneshot::Sender<Result<Stored, String>>,
 }
 
 /// Where the writer writes.
@@ -179,11 +189,11 @@ impl Writer {
         Ok(Writer { tx })
     }
 
-    /// Judges and stores a member's fixes and waits for the commit. The answer is in the
-    /// order of `batch.rows`.
-    pub async fn write(&self, batch: Batch) -> Result<Vec<Written>, String> {
+    /// Judges and stores a member's fixes and waits for the commit. The answer's rows are
+    /// in the order of `batch.rows`.
+    pub async fn write(&self, batch: Batch) -> Result<Stored, String> {
         if batch.rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Stored::default());
         }
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -254,7 +264,7 @@ fn run_sqlite(mut conn: rusqlite::Connection, t: Thresholds, mut rx: mpsc::Recei
     }
 }
 
-fn answer(jobs: Vec<Job>, outcomes: Vec<Vec<Written>>) {
+fn answer(jobs: Vec<Job>, outcomes: Vec<Stored>) {
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         let _ = job.reply.send(Ok(outcome));
     }
@@ -291,13 +301,22 @@ fn sample_of(row: &fix::Model) -> FixSample {
 /// The flags that depend on the neighbouring fixes.
 const NEIGHBOUR_FLAGS: i32 = Flags::IMPLAUSIBLE_SPEED.0 | Flags::STATIC_REPEAT.0;
 
-/// A stored fix whose flags new fixes changed (its static_repeat), to be written in the
-/// same transaction as the new fixes.
+/// A stored fix whose flags new fixes changed (its implausible_speed or static_repeat), to
+/// be written in the same transaction as the new fixes.
 struct Revision {
     member_id: Uuid,
     id: Uuid,
     recorded_at: DateTime<Utc>,
+    /// Whether the revision moves the fix in or out of coverage.
+    counts_changed: bool,
     flags: i32,
+}
+
+/// A member's stored fixes around their new ones, as [`plausibility::judge`] needs them.
+struct Around {
+    fixes: Vec<StoredFix>,
+    /// From the tail (else read from the database for this group).
+    from_tail: bool,
 }
 
 /// A group of batches as the writer takes it: each member's new rows and the span they
@@ -308,7 +327,7 @@ struct Plan<'a> {
     by_member: HashMap<Uuid, (Mobility, Vec<(usize, usize)>)>,
     /// Each member's earliest and latest new fix.
     spans: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>,
-    /// Stored fixes kept per member for the rules.
+    /// Stored fixes read (and kept in the tails) before a member's earliest new one.
     keep: usize,
     /// Stored fixes read after a member's latest new one.
     after: usize,
@@ -336,8 +355,8 @@ impl<'a> Plan<'a> {
             batches,
             by_member,
             spans,
-            keep: t.static_repeat_run + 4,
-            after: AFTER.max(t.static_repeat_run),
+            keep: plausibility::stored_before(t),
+            after: plausibility::stored_after(t),
         }
     }
 
@@ -352,84 +371,185 @@ impl<'a> Plan<'a> {
             .collect()
     }
 
-    /// The rows with the flags that depend on the neighbouring fixes (stored ones from the
-    /// tails or from `read`, and each other), and the stored fixes whose static_repeat the
-    /// new ones change: (member, id, recorded_at, flags now).
-    fn judge(
+    /// Each member's stored fixes around the new ones: from the tail, unless the member is
+    /// one of `misses`, whose fixes were `read`. Taken once, so that judging again after the
+    /// insert and updating the tails see the same (a tail may expire meanwhile).
+    fn around(
         &self,
         tails: &Tails,
-        read: &HashMap<Uuid, Vec<StoredFix>>,
+        misses: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],
+        mut read: HashMap<Uuid, Vec<StoredFix>>,
+    ) -> HashMap<Uuid, Around> {
+        let missed: HashSet<Uuid> = misses.iter().map(|m| m.0).collect();
+        self.spans
+            .iter()
+            .map(|(member, _, _)| {
+                let around = match tails.0.get(member) {
+                    Some(tail) if !missed.contains(member) => Around {
+                        fixes: tail.fixes.clone(),
+                        from_tail: true,
+                    },
+                    _ => Around {
+                        fixes: read.remove(member).unwrap_or_default(),
+                        from_tail: false,
+                    },
+                };
+                (*member, around)
+            })
+            .collect()
+    }
+
+    /// The rows with the flags that depend on the neighbouring fixes (stored ones and each
+    /// other), and the stored fixes whose flags the new ones change.
+    fn judge(
+        &self,
+        around: &HashMap<Uuid, Around>,
         t: &Thresholds,
     ) -> (Vec<Vec<fix::Model>>, Vec<Revision>) {
-        let batches = self.batches;
-        let empty = Vec::new();
-        let mut rows: Vec<Vec<fix::Model>> = batches.iter().map(|b| b.rows.clone()).collect();
+        let mut rows: Vec<Vec<fix::Model>> = self.batches.iter().map(|b| b.rows.clone()).collect();
         let mut revisions = Vec::new();
-        for (member, (mobility, places)) in &self.by_member {
-            let new: Vec<(FixSample, bool)> = places
-                .iter()
-                .map(|&(b, r)| {
-                    let row = &batches[b].rows[r];
-                    // A position its own device disowns is no speed neighbour, like a mock.
-                    let unusable = row.mock || Flags(row.flags).contains(Flags::INVALID_FIX);
-                    (sample_of(row), unusable)
-                })
-                .collect();
-            let from = new
-                .iter()
-                .map(|(f, _)| f.recorded_at)
-                .min()
-                .unwrap_or_default();
-            let theirs = tails
-                .neighbours_of(*member, from)
-                .unwrap_or_else(|| read.get(member).unwrap_or(&empty));
-            let received_at = batches[places[0].0].rows[places[0].1].received_at;
-            let judged = plausibility::judge_batch(theirs, &new, received_at, *mobility, t);
-            for (&(b, r), flags) in places.iter().zip(judged) {
-                rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
-            }
-            let samples: Vec<FixSample> = new.iter().map(|(f, _)| *f).collect();
-            for (fix, flags) in plausibility::revised_repeats(theirs, &samples, t) {
-                revisions.push(Revision {
-                    member_id: *member,
-                    id: fix.id,
-                    recorded_at: fix.sample.recorded_at,
-                    flags: flags.0,
-                });
-            }
+        let none = HashSet::new();
+        for member in self.by_member.keys() {
+            self.judge_member(*member, around, t, &none, &mut rows, &mut revisions);
         }
         (rows, revisions)
     }
 
+    /// [`Plan::judge`] for one member's rows, but those in `left_out`, written into `rows`
+    /// (which must hold the member's rows as the batches have them) and `revisions`.
+    fn judge_member(
+        &self,
+        member: Uuid,
+        around: &HashMap<Uuid, Around>,
+        t: &Thresholds,
+        left_out: &HashSet<Uuid>,
+        rows: &mut [Vec<fix::Model>],
+        revisions: &mut Vec<Revision>,
+    ) {
+        let batches = self.batches;
+        let Some((mobility, places)) = self.by_member.get(&member) else {
+            return;
+        };
+        let places: Vec<(usize, usize)> = places
+            .iter()
+            .copied()
+            .filter(|&(b, r)| !left_out.contains(&batches[b].rows[r].id))
+            .collect();
+        let Some(&(b0, r0)) = places.first() else {
+            return;
+        };
+        let new: Vec<(FixSample, bool)> = places
+            .iter()
+            .map(|&(b, r)| {
+                let row = &batches[b].rows[r];
+                // A position its own device disowns is no speed neighbour, like a mock.
+                let unusable = row.mock || Flags(row.flags).contains(Flags::INVALID_FIX);
+                (sample_of(row), unusable)
+            })
+            .collect();
+        let theirs = around.get(&member).map_or(&[][..], |a| &a.fixes);
+        let received_at = batches[b0].rows[r0].received_at;
+        let judged = plausibility::judge(theirs, &new, received_at, *mobility, t);
+        for (&(b, r), flags) in places.iter().zip(judged.new) {
+            rows[b][r].flags |= flags.0 & NEIGHBOUR_FLAGS;
+        }
+        if judged.needs_more_after && around.get(&member).is_some_and(|a| !a.from_tail) {
+            let to = new.iter().map(|(f, _)| f.recorded_at).max();
+            let read_after = theirs
+                .iter()
+                .filter(|f| Some(f.sample.recorded_at) > to)
+                .count();
+            if read_after >= self.after {
+                tracing::warn!(
+                    member = %member,
+                    "revising flags after new fixes reached past the stored fixes read; later ones may keep flags their whole set would not give them"
+                );
+            }
+        }
+        revisions.extend(judged.revised.into_iter().map(|(fix, flags)| Revision {
+            member_id: member,
+            id: fix.id,
+            recorded_at: fix.sample.recorded_at,
+            counts_changed: fix.flags.excludes_from_coverage() != flags.excludes_from_coverage(),
+            flags: flags.0,
+        }));
+    }
+
+    /// After the insert, when some rows were not inserted (stored before: retries,
+    /// duplicates in one group): their members' rows are judged again without them, since
+    /// a fix judged twice would be its own neighbour. Answers the inserted rows whose flags
+    /// that changes, (id, flags now), to be written with the revisions.
+    fn judge_again_without(
+        &self,
+        around: &HashMap<Uuid, Around>,
+        t: &Thresholds,
+        inserted: &HashSet<Uuid>,
+        rows: &mut [Vec<fix::Model>],
+        revisions: &mut Vec<Revision>,
+    ) -> Vec<(Uuid, i32)> {
+        let left_out: HashSet<Uuid> = rows
+            .iter()
+            .flatten()
+            .filter(|r| !inserted.contains(&r.id))
+            .map(|r| r.id)
+            .collect();
+        if left_out.is_empty() {
+            return Vec::new();
+        }
+        let members: HashSet<Uuid> = rows
+            .iter()
+            .flatten()
+            .filter(|r| left_out.contains(&r.id))
+            .map(|r| r.member_id)
+            .collect();
+        let judged: Vec<Vec<i32>> = rows
+            .iter()
+            .map(|rows| rows.iter().map(|r| r.flags).collect())
+            .collect();
+        revisions.retain(|r| !members.contains(&r.member_id));
+        for member in members {
+            for &(b, r) in &self.by_member[&member].1 {
+                rows[b][r].flags = self.batches[b].rows[r].flags;
+            }
+            self.judge_member(member, around, t, &left_out, rows, revisions);
+        }
+        rows.iter()
+            .flatten()
+            .zip(judged.iter().flatten())
+            .filter(|(now, was)| inserted.contains(&now.id) && now.flags != **was)
+            .map(|(now, _)| (now.id, now.flags))
+            .collect()
+    }
+
     /// After the commit: updates the tails (with the stored fixes' revised flags) and says
-    /// what became of each row.
+    /// what became of each batch.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         tails: &mut Tails,
-        read: &HashMap<Uuid, Vec<StoredFix>>,
+        mut around: HashMap<Uuid, Around>,
         read_at: std::time::Instant,
         rows: Vec<Vec<fix::Model>>,
         revisions: &[Revision],
         inserted: &HashSet<Uuid>,
         earlier: &HashMap<(Uuid, Uuid), fix::Model>,
-    ) -> Result<Vec<Vec<Written>>, String> {
+    ) -> Result<Vec<Stored>, String> {
         let revised: HashMap<Uuid, i32> = revisions.iter().map(|r| (r.id, r.flags)).collect();
         // The tails after the commit: what answered for the new fixes, plus those stored now.
         let mut updates: Vec<(Uuid, Option<Vec<StoredFix>>, Option<std::time::Instant>)> =
             Vec::with_capacity(self.spans.len());
-        for (member, from, to) in &self.spans {
-            let (mut known, loaded) = match tails.neighbours_of(*member, *from) {
-                Some(fixes) => (Some(fixes.to_vec()), None),
-                None => {
-                    let fixes = read.get(member).cloned().unwrap_or_default();
-                    // Stored fixes after the new ones mean the read did not reach the latest.
-                    if fixes.iter().any(|f| f.sample.recorded_at > *to) {
-                        (None, None)
-                    } else {
-                        (Some(fixes), Some(read_at))
-                    }
-                }
+        for (member, _, to) in &self.spans {
+            let Around { fixes, from_tail } = around.remove(member).unwrap_or(Around {
+                fixes: Vec::new(),
+                from_tail: false,
+            });
+            let (mut known, loaded) = if from_tail {
+                (Some(fixes), None)
+            } else if fixes.iter().any(|f| f.sample.recorded_at > *to) {
+                // Stored fixes after the new ones mean the read did not reach the latest.
+                (None, None)
+            } else {
+                (Some(fixes), Some(read_at))
             };
             if let Some(known) = known.as_mut() {
                 for fix in known.iter_mut() {
@@ -453,9 +573,19 @@ impl<'a> Plan<'a> {
         for (member, known, loaded) in updates {
             tails.set(member, known, self.keep, loaded);
         }
+        // Revisions that move fixes in or out of coverage go to the member's first batch,
+        // whose caller marks the coverage they touch.
+        let mut moved: Vec<Vec<DateTime<Utc>>> = vec![Vec::new(); rows.len()];
+        for r in revisions.iter().filter(|r| r.counts_changed) {
+            if let Some(&(b, _)) = self.by_member.get(&r.member_id).and_then(|m| m.1.first()) {
+                moved[b].push(r.recorded_at);
+            }
+        }
         rows.into_iter()
-            .map(|rows| {
-                rows.into_iter()
+            .zip(moved)
+            .map(|(rows, revised)| {
+                let rows = rows
+                    .into_iter()
                     .map(|row| {
                         if inserted.contains(&row.id) {
                             return Ok(Written::Created(row));
@@ -469,31 +599,33 @@ impl<'a> Plan<'a> {
                             )),
                         }
                     })
-                    .collect()
+                    .collect::<Result<Vec<Written>, String>>()?;
+                Ok(Stored { rows, revised })
             })
             .collect()
     }
 }
 
 /// Judges, inserts and commits a group of batches through sea-orm (PostgreSQL, and
-/// in-memory SQLite); the answer per batch, per row.
+/// in-memory SQLite); the answer per batch.
 async fn write_group(
     db: &DatabaseConnection,
     t: &Thresholds,
     tails: &mut Tails,
     batches: &[&Batch],
-) -> Result<Vec<Vec<Written>>, sea_orm::DbErr> {
+) -> Result<Vec<Stored>, sea_orm::DbErr> {
     let plan = Plan::new(batches, t);
     let t0 = std::time::Instant::now();
     let misses = plan.misses(tails);
     let read_at = std::time::Instant::now();
     let read = neighbours(db, &misses, plan.keep, plan.after).await?;
     let t1 = t0.elapsed();
-    let (rows, revisions) = plan.judge(tails, &read, t);
+    let around = plan.around(tails, &misses, read);
+    let (mut rows, mut revisions) = plan.judge(&around, t);
 
-    let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     let txn = db.begin().await?;
-    let mut inserted: HashSet<Uuid> = HashSet::with_capacity(all.len());
+    let mut inserted: HashSet<Uuid> = HashSet::with_capacity(rows.iter().map(Vec::len).sum());
+    let all: Vec<&fix::Model> = rows.iter().flatten().collect();
     for chunk in insert_chunks(&all) {
         let models = chunk.iter().map(|m| {
             let active: fix::ActiveModel = (*m).clone().into();
@@ -507,24 +639,26 @@ async fn write_group(
             inserted.insert(row.try_get::<Uuid>("", "id")?);
         }
     }
-    let others: Vec<&fix::Model> = all
-        .iter()
-        .copied()
-        .filter(|r| !inserted.contains(&r.id))
-        .collect();
-    for r in &revisions {
+    let corrections = plan.judge_again_without(&around, t, &inserted, &mut rows, &mut revisions);
+    let updates = revisions.iter().map(|r| (r.id, r.flags)).chain(corrections);
+    for (id, flags) in updates {
         fix::Entity::update_many()
-            .col_expr(fix::Column::Flags, sea_orm::sea_query::Expr::value(r.flags))
-            .filter(fix::Column::Id.eq(r.id))
+            .col_expr(fix::Column::Flags, sea_orm::sea_query::Expr::value(flags))
+            .filter(fix::Column::Id.eq(id))
             .exec(&txn)
             .await?;
     }
+    let others: Vec<&fix::Model> = rows
+        .iter()
+        .flatten()
+        .filter(|r| !inserted.contains(&r.id))
+        .collect();
     let t2 = t0.elapsed();
     let earlier = read_back(&txn, &others).await?;
     txn.commit().await?;
     let t3 = t0.elapsed();
     tracing::debug!(
-        rows = all.len(),
+        rows = rows.iter().map(Vec::len).sum::<usize>(),
         members = plan.spans.len(),
         read_members = misses.len(),
         read_ms = t1.as_secs_f64() * 1e3,
@@ -532,8 +666,10 @@ async fn write_group(
         commit_ms = (t3 - t2).as_secs_f64() * 1e3,
         "group committed"
     );
-    plan.finish(tails, &read, read_at, rows, &revisions, &inserted, &earlier)
-        .map_err(sea_orm::DbErr::Custom)
+    plan.finish(
+        tails, around, read_at, rows, &revisions, &inserted, &earlier,
+    )
+    .map_err(sea_orm::DbErr::Custom)
 }
 
 /// Splits rows into chunks of the sizes in [`INSERT_SIZES`], largest first.
@@ -550,8 +686,8 @@ fn insert_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
 }
 
 /// The stored fixes around each member's span, in `recorded_at` order: `before` fixes
-/// before it (for the repeat rule), everything inside it, and the next few after it. One
-/// statement for many members.
+/// before it, everything inside it, and `after` fixes after it, as
+/// [`plausibility::judge`] needs them. One statement for many members.
 async fn neighbours(
     db: &DatabaseConnection,
     spans: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{Plan, Tails, WITHIN, Written};
+use super::{Plan, Stored, Tails, WITHIN};
 use crate::{
     domain::{
         geodesy::LonLat,
@@ -136,16 +136,17 @@ const SELECT_ONE: &str = "SELECT id, member_id, client_id, recorded_at, received
 
 const COLUMNS: &str = "recorded_at, lat, lon, accuracy_m, speed_mps, flags, id";
 
-/// Revises a stored fix's flags (its static_repeat, which later-arriving fixes decide too).
+/// Revises a stored fix's flags (its implausible_speed and static_repeat, which fixes
+/// arriving later decide too), or corrects a new one's.
 const REVISE: &str = "UPDATE fixes SET flags = ?1 WHERE id = ?2";
 
-/// Judges, inserts and commits a group of batches; the answer per batch, per row.
+/// Judges, inserts and commits a group of batches; the answer per batch.
 pub(super) fn write_group(
     conn: &mut Connection,
     t: &Thresholds,
     tails: &mut Tails,
     batches: &[&super::Batch],
-) -> Result<Vec<Vec<Written>>, String> {
+) -> Result<Vec<Stored>, String> {
     let err = |e: rusqlite::Error| e.to_string();
     let plan = Plan::new(batches, t);
     let t0 = std::time::Instant::now();
@@ -153,14 +154,14 @@ pub(super) fn write_group(
     let read_at = std::time::Instant::now();
     let read = neighbours(conn, &misses, plan.keep, plan.after).map_err(err)?;
     let t1 = t0.elapsed();
-    let (rows, revisions) = plan.judge(tails, &read, t);
+    let around = plan.around(tails, &misses, read);
+    let (mut rows, mut revisions) = plan.judge(&around, t);
 
     // IMMEDIATE: the write lock is taken (or waited for) now, not at the first INSERT.
     let txn = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
     let mut inserted: HashSet<Uuid> = HashSet::with_capacity(rows.iter().map(Vec::len).sum());
-    let mut others: Vec<&fix::Model> = Vec::new();
     {
         let mut insert = txn.prepare_cached(INSERT).map_err(err)?;
         for row in rows.iter().flatten() {
@@ -189,19 +190,24 @@ pub(super) fn write_group(
                 .map_err(err)?;
             if changed == 1 {
                 inserted.insert(row.id);
-            } else {
-                others.push(row);
             }
         }
     }
+    let corrections = plan.judge_again_without(&around, t, &inserted, &mut rows, &mut revisions);
     {
         let mut revise = txn.prepare_cached(REVISE).map_err(err)?;
-        for r in &revisions {
+        let updates = revisions.iter().map(|r| (r.id, r.flags)).chain(corrections);
+        for (id, flags) in updates {
             revise
-                .execute(params![r.flags, r.id.as_bytes().as_slice()])
+                .execute(params![flags, id.as_bytes().as_slice()])
                 .map_err(err)?;
         }
     }
+    let others: Vec<&fix::Model> = rows
+        .iter()
+        .flatten()
+        .filter(|r| !inserted.contains(&r.id))
+        .collect();
     let t2 = t0.elapsed();
     let mut earlier: HashMap<(Uuid, Uuid), fix::Model> = HashMap::with_capacity(others.len());
     {
@@ -244,7 +250,9 @@ pub(super) fn write_group(
         commit_ms = (t3 - t2).as_secs_f64() * 1e3,
         "group committed"
     );
-    plan.finish(tails, &read, read_at, rows, &revisions, &inserted, &earlier)
+    plan.finish(
+        tails, around, read_at, rows, &revisions, &inserted, &earlier,
+    )
 }
 
 fn model_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<fix::Model> {
@@ -277,7 +285,7 @@ fn model_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<fix::Model> {
 }
 
 /// The stored fixes around each member's span, in `recorded_at` order: `before` fixes
-/// before it (for the repeat rule), everything inside it, and the next few after it.
+/// before it, everything inside it, and `after` fixes after it.
 fn neighbours(
     conn: &Connection,
     spans: &[(Uuid, DateTime<Utc>, DateTime<Utc>)],

@@ -759,7 +759,7 @@ pub async fn ingest(
             wait,
         ));
     }
-    let written = state
+    let stored = state
         .writer
         .write(Batch {
             member_id,
@@ -775,6 +775,7 @@ pub async fn ingest(
                 "the fixes could not be stored; nothing was acknowledged, send them again",
             )
         })?;
+    let written = stored.rows;
     let late_again = written
         .iter()
         .filter(|w| matches!(w, Written::Duplicate(f) | Written::Conflict(f) if f.recorded_at < late_by))
@@ -792,19 +793,28 @@ pub async fn ingest(
         state.alerts.wakeup.notify_one();
     }
     state.events.checkins(created);
-    // Late fixes stored now change the stored coverage of the settled shifts they touch.
-    // Judged by the clock after the write: a shift that settled while the fixes were
-    // being written may have had its figures computed without them.
+    // Late fixes stored now change the stored coverage of the settled shifts they touch, and
+    // so do stored fixes they moved in or out of coverage. Judged by the clock after the
+    // write: a shift that settled while the fixes were being written may have had its
+    // figures computed without them.
     let stored_by = Utc::now();
     let late: Vec<DateTime<Utc>> = written
         .iter()
         .filter_map(|w| match w {
-            Written::Created(f) if f.recorded_at < stored_by - crate::coverage::LATE => {
-                Some(f.recorded_at)
-            }
+            Written::Created(f) => Some(f.recorded_at),
             _ => None,
         })
+        .chain(stored.revised)
+        .filter(|t| *t < stored_by - crate::coverage::LATE)
         .collect();
+    // A revised fix can be older than the shifts read for the new ones.
+    if let Some(&oldest) = late.iter().min()
+        && oldest < now - state.settings.sync_window
+    {
+        my_shifts = member_context(state, member_id, oldest - Duration::hours(1), now)
+            .await?
+            .shifts;
+    }
     if !late.is_empty() {
         crate::coverage::mark_touched(state, &my_shifts, &late, stored_by).await;
     }
