@@ -408,8 +408,10 @@ impl<'a> Simulation<'a> {
             drafts.sort_by_key(|d| d.recorded_at);
             let stored = self.context.entry(member).or_default();
             let flags = flags_of(world, member, stored, &drafts, &self.spans[&member]);
-            // The demo writes each member's fixes in time order, so no stored fix is
-            // revised and none needs its id.
+            // The demo writes each member's fixes in time order and keeps the new fixes'
+            // flags as judged. A verdict the server would revise on a stored fix (a
+            // teleport as a member's first fix, say) is not written back: the simulated
+            // phones make no such case, and so no stored fix needs its id.
             stored.extend(drafts.iter().zip(&flags).map(|(d, f)| StoredFix {
                 id: Uuid::nil(),
                 sample: d.sample(),
