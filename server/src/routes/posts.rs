@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -917,7 +917,7 @@ async fn update_post(
     id: Uuid,
     active: post::ActiveModel,
 ) -> ApiResult<post::Model> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let updated = active.update(&txn).await?;
     crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
     txn.commit().await?;

@@ -6,8 +6,7 @@ use std::collections::{HashMap, HashSet};
 use axum::extract::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-    TryInsertResult,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -186,7 +185,7 @@ pub async fn generate(
     )
     .map_err(|e| crate::error::ApiError::field("pattern", e.to_string()))?;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let (created, total) = insert_planned(&txn, &req.post_ids, &planned).await?;
     txn.commit().await?;
     state.rosters_changed();
