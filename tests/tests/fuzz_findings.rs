@@ -66,7 +66,8 @@ async fn deleting_what_is_still_referenced_is_a_conflict() {
 
 /// Write transactions that read first were begun deferred, so on SQLite one whose
 /// snapshot another request's write had made stale failed at once with `SQLITE_BUSY`
-/// (503 `database_busy`) instead of waiting for the lock.
+/// (503 `database_busy`) instead of waiting for the lock. On PostgreSQL two replacements
+/// of one team's members inserted the same rows and the second answered 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_wait_for_the_lock_instead_of_failing() {
     let s = TestServer::start().await;

@@ -190,6 +190,13 @@ async fn set_members<C: ConnectionTrait>(
     team_id: Uuid,
     member_ids: &[Uuid],
 ) -> ApiResult<()> {
+    // Two replacements of one team's list at once would each delete the old rows and then
+    // insert the same new ones, the second failing on the primary key; the row lock makes
+    // the second wait for the first (on PostgreSQL: SQLite writes one at a time anyway).
+    team::Entity::find_by_id(team_id)
+        .lock_exclusive()
+        .one(db)
+        .await?;
     // The team's begun shifts keep the people they began with.
     crate::routes::shifts::freeze_team_members(db, &[team_id], Utc::now()).await?;
     team_member::Entity::delete_many()
