@@ -37,6 +37,21 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// on time is gone on SQLite.)
 const SQLITE_PAGE_SIZE: u32 = 8192;
 
+/// Begins a transaction that writes. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), waiting up to the busy timeout for it. A deferred transaction that
+/// reads and then writes fails at once with `SQLITE_BUSY` when another connection wrote in
+/// between (its snapshot is stale, and the busy timeout does not apply), which a request
+/// would see as a 503. PostgreSQL ignores the mode.
+pub async fn begin_write<C: sea_orm::TransactionTrait>(
+    db: &C,
+) -> Result<C::Transaction, sea_orm::DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// Opens the pool. SQLite gets WAL, the configured `synchronous`, foreign keys and a busy
 /// timeout on every connection, PostgreSQL a `lock_timeout` of the same length; both
 /// backends are then checked for durable commits.

@@ -206,6 +206,9 @@ impl From<DbErr> for ApiError {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => ApiError::conflict(
                 "the record is still referenced by other records, or refers to one that does not exist",
             ),
+            _ if is_sqlite_restrict(&err) => ApiError::conflict(
+                "the record is still referenced by other records; move or delete them first",
+            ),
             _ if is_busy(&err) => ApiError::database_busy(err),
             _ => ApiError::internal(err),
         }
@@ -217,18 +220,13 @@ impl From<DbErr> for ApiError {
 /// PostgreSQL's serialization failure, deadlock or lock not available (a lock held past
 /// `lock_timeout`); or no pooled connection came free in time.
 fn is_busy(err: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
     if matches!(
         err,
         DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
     ) {
         return true;
     }
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
-    else {
-        return false;
-    };
-    let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+    let Some(db) = database_error(err) else {
         return false;
     };
     let code = db.code().unwrap_or_default();
@@ -241,6 +239,31 @@ fn is_busy(err: &DbErr) -> bool {
     } else {
         matches!(code.as_ref(), "40001" | "40P01" | "55P03")
     }
+}
+
+/// The error the database itself answered, if that is what failed.
+fn database_error(err: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => Some(db.as_ref()),
+        _ => None,
+    }
+}
+
+/// Whether SQLite refused to delete a row that an `ON DELETE RESTRICT` foreign key still
+/// points at. SQLite answers that with `SQLITE_CONSTRAINT_TRIGGER` (1811), not the
+/// `SQLITE_CONSTRAINT_FOREIGNKEY` (787) that [`DbErr::sql_err`] recognises.
+fn is_sqlite_restrict(err: &DbErr) -> bool {
+    database_error(err).is_some_and(|db| {
+        db.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+            .is_some()
+            && db.code().as_deref() == Some("1811")
+            && db.message().contains("FOREIGN KEY")
+    })
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -8,8 +8,7 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set,
-    TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -90,7 +89,7 @@ fn issue(
 /// Starts a session for a member who just proved their password.
 pub async fn start_session(state: &AppState, member: member::Model) -> ApiResult<IssuedTokens> {
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let session_id = Uuid::now_v7();
     session::ActiveModel {
         id: Set(session_id),
@@ -142,7 +141,7 @@ pub async fn revoke_member_sessions<C: ConnectionTrait>(
 pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<IssuedTokens> {
     let invalid = || ApiError::unauthorized("the refresh token is invalid, expired or revoked");
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let token = refresh_token::Entity::find()
         .filter(refresh_token::Column::TokenHash.eq(hash_token(presented)))
         .one(&txn)

@@ -33,7 +33,7 @@ const GCJ_INVERSE_TOLERANCE_DEG: f64 = 1e-9;
 const GCJ_INVERSE_MAX_ITER: usize = 30;
 
 /// A coordinate reference system a client may report positions in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Datum {
     /// WGS-84, what GPS receivers and this service use internally.

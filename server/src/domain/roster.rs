@@ -158,7 +158,9 @@ pub enum PatternError {
 }
 
 /// How teams are assigned to templates day by day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Rotation {
     /// Template `i` always goes to `teams[i % n]`.

@@ -13,8 +13,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait, sea_query::Expr,
-    sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, sea_query::Expr, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -775,7 +774,7 @@ pub async fn revoke_kiosk(
         return Ok(StatusCode::NO_CONTENT);
     }
     let now = Utc::now().trunc_subsecs(6);
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     kiosk::Entity::update_many()
         .col_expr(kiosk::Column::RevokedAt, Expr::value(Some(now)))
         .filter(kiosk::Column::Id.eq(id))
@@ -1075,7 +1074,7 @@ pub async fn sign_on(
             ),
         ));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let open = kiosk_sign_on::Entity::find()
         .filter(kiosk_sign_on::Column::MemberId.eq(m.id))
         .filter(kiosk_sign_on::Column::SignedOffAt.is_null())
@@ -1161,7 +1160,7 @@ pub async fn sign_off(
         .await?
         .ok_or_else(missing)?;
     let now = Utc::now().trunc_subsecs(6);
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     // Conditional, so that of two taps racing only one signs off and audits.
     let closed = kiosk_sign_on::Entity::update_many()
         .col_expr(kiosk_sign_on::Column::SignedOffAt, Expr::value(Some(now)))

@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -403,7 +403,7 @@ pub async fn patch_member(
         Some(pw) => Some(state.passwords.hash(pw).await?),
         None => None,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let mut active = current.into_active_model();
     if let Some(username) = req.username {
         active.username = Set(username);

@@ -26,6 +26,7 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::Value;
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -293,21 +294,129 @@ fn params_of(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+// The request bodies of `POST /osmand` as the OpenAPI document states them. The handler
+// reads the JSON loosely (a side field that does not read is dropped, never refused), so
+// these types only describe what it understands and are never deserialised.
+
+/// The Traccar Client JSON body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TraccarBody {
+    /// The device key (else the `id` query parameter).
+    #[schema(min_length = 1, max_length = 200)]
+    device_id: Option<String>,
+    /// One location, or up to 1000.
+    location: TraccarLocations,
+}
+
+/// One location or a batch of at most 1000.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum TraccarLocations {
+    /// One location.
+    One(TraccarLocation),
+    /// Several.
+    Many(Vec<TraccarLocation>),
+}
+
+/// A location of the Traccar Client (the background-geolocation plugin's form).
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TraccarLocation {
+    /// ISO 8601, or Unix seconds (or milliseconds); within the sync window before now and
+    /// not ahead of the server's clock.
+    #[schema(value_type = String, example = "2026-11-29T08:00:00Z")]
+    timestamp: String,
+    /// Position and side fields.
+    coords: TraccarCoords,
+    /// `level` in 0–1 (or percent).
+    #[schema(value_type = Option<Object>)]
+    battery: Option<Value>,
+    /// `alarm` (`sos`, `fallDown`, `accident` raise an SOS alert) and `valid`.
+    #[schema(value_type = Option<Object>)]
+    extras: Option<Value>,
+    /// `sos` stores the fix as kind `sos`.
+    event: Option<String>,
+    /// A mock location.
+    mock: Option<bool>,
+}
+
+/// Position of a Traccar Client location; the side fields out of range are dropped.
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TraccarCoords {
+    /// WGS-84.
+    #[schema(minimum = -90, maximum = 90)]
+    latitude: f64,
+    /// WGS-84.
+    #[schema(minimum = -180, maximum = 180)]
+    longitude: f64,
+    /// Metres.
+    #[schema(minimum = 0)]
+    accuracy: Option<f64>,
+    /// Metres a second.
+    #[schema(minimum = 0)]
+    speed: Option<f64>,
+    /// Degrees.
+    #[schema(minimum = 0, maximum = 360)]
+    heading: Option<f64>,
+    /// Metres.
+    #[schema(minimum = -20000, maximum = 20000)]
+    altitude: Option<f64>,
+}
+
+/// The form body: the fields of the query-string form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OsmandForm {
+    /// The device key (`deviceid` is read too).
+    #[schema(min_length = 1, max_length = 200)]
+    id: String,
+    /// WGS-84.
+    #[schema(minimum = -90, maximum = 90)]
+    lat: f64,
+    /// WGS-84.
+    #[schema(minimum = -180, maximum = 180)]
+    lon: f64,
+    /// Unix seconds or ISO 8601 (default: now).
+    timestamp: Option<String>,
+    /// Metres.
+    #[schema(minimum = 0)]
+    accuracy: Option<f64>,
+    /// Knots.
+    #[schema(minimum = 0)]
+    speed: Option<f64>,
+    /// Degrees.
+    #[schema(minimum = 0, maximum = 360)]
+    bearing: Option<f64>,
+    /// Metres.
+    #[schema(minimum = -20000, maximum = 20000)]
+    altitude: Option<f64>,
+    /// Battery percent.
+    #[schema(minimum = 0, maximum = 100)]
+    batt: Option<f64>,
+    /// Traccar alarm names, comma-separated.
+    alarm: Option<String>,
+    /// `false`: no valid fix.
+    valid: Option<bool>,
+}
+
 /// A position in the OsmAnd / Traccar query-string form. Only the device key, the
 /// position and its time can refuse it: a side field (`accuracy`, `speed`, `bearing`,
 /// `altitude`, `batt`) that does not read or is out of range is dropped and the position
 /// stored, since the apps delete a queued position only when it is answered 2xx.
 #[utoipa::path(get, path = "/osmand", tag = "checkins",
     params(
-        ("id" = String, Query, description = "The device key"),
-        ("lat" = f64, Query, description = "Latitude"),
-        ("lon" = f64, Query, description = "Longitude"),
-        ("timestamp" = Option<String>, Query, description = "Unix seconds or ISO 8601 (default: now)"),
-        ("accuracy" = Option<f64>, Query, description = "Metres; without it the fix is flagged `unknown_accuracy` and counts only if `PATROL_COUNT_UNKNOWN_ACCURACY` says so"),
-        ("speed" = Option<f64>, Query, description = "Knots"),
-        ("bearing" = Option<f64>, Query, description = "Degrees"),
-        ("altitude" = Option<f64>, Query, description = "Metres"),
-        ("batt" = Option<f64>, Query, description = "Battery percent"),
+        ("id" = String, Query, description = "The device key (`deviceid` is read too)", min_length = 1, max_length = 200),
+        ("lat" = f64, Query, description = "Latitude, WGS-84", minimum = -90, maximum = 90),
+        ("lon" = f64, Query, description = "Longitude, WGS-84", minimum = -180, maximum = 180),
+        ("timestamp" = Option<String>, Query, description = "Unix seconds (or milliseconds) or ISO 8601 (default: now); within the sync window before now and not ahead of the server's clock"),
+        ("accuracy" = Option<f64>, Query, description = "Metres; without it the fix is flagged `unknown_accuracy` and counts only if `PATROL_COUNT_UNKNOWN_ACCURACY` says so. A side field: a value out of range or not a number is dropped, the fix stored", minimum = 0),
+        ("speed" = Option<f64>, Query, description = "Knots; a side field", minimum = 0),
+        ("bearing" = Option<f64>, Query, description = "Degrees; a side field", minimum = 0, maximum = 360),
+        ("altitude" = Option<f64>, Query, description = "Metres; a side field", minimum = -20000, maximum = 20000),
+        ("batt" = Option<f64>, Query, description = "Battery percent; a side field", minimum = 0, maximum = 100),
         ("alarm" = Option<String>, Query, description = "Traccar alarm names, comma-separated: `sos`, `fallDown` and `accident` store the fix as kind `sos` and raise an SOS alert; other alarms are ignored"),
         ("valid" = Option<bool>, Query, description = "`false`: the device has no valid fix; stored flagged `invalid_fix`, never counted"),
     ),
@@ -341,7 +450,8 @@ pub async fn osmand_get(State(state): State<AppState>, request: Request) -> ApiR
 /// Client JSON body (`location.extras.alarm` as the `alarm` parameter). Side fields are
 /// handled as by GET.
 #[utoipa::path(post, path = "/osmand", tag = "checkins",
-    request_body(content = Object, description = "Traccar Client JSON ({\"location\": {...} or [...], \"device_id\": \"KEY\"}), or a form body with the query-string fields"),
+    request_body(description = "Traccar Client JSON, or a form body with the fields of the query-string form (the query string may carry them too)",
+        content((TraccarBody = "application/json"), (OsmandForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Stored (or already stored)"),
         (status = 401, description = "Unknown or revoked device key", body = crate::error::Problem, content_type = "application/problem+json"),

@@ -218,7 +218,8 @@ fn xml_escape(s: &str) -> String {
 #[utoipa::path(get, path = "/members/{id}/track", tag = "checkins", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Member id"), TrackQuery),
     responses(
-        (status = 200, description = "The track: a GeoJSON Feature, or GPX with format=gpx", body = Object, content_type = "application/geo+json"),
+        (status = 200, description = "The track: a GeoJSON Feature, or GPX with format=gpx",
+            content((Object = "application/geo+json"), (String = "application/gpx+xml"))),
     ))]
 pub async fn member_track(
     State(state): State<AppState>,

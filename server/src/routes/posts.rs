@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -143,8 +143,19 @@ impl From<post::Model> for Post {
 #[serde(deny_unknown_fields)]
 pub struct CreatePost {
     /// Unique code.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9._-]{1,64}$",
+        example = "R01"
+    )]
     pub code: String,
-    /// Name.
+    /// Name: not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Kind; the geometry must fit it.
     pub kind: PostKind,
@@ -152,22 +163,28 @@ pub struct CreatePost {
     pub unit_id: Uuid,
     /// GeoJSON geometry: LineString/MultiLineString for routes, Point for checkpoints and
     /// kiosks, Polygon/MultiPolygon for areas; at most 10,000 positions.
-    #[schema(value_type = Object)]
+    #[schema(value_type = GeoJsonGeometry)]
     pub geometry: Value,
     /// Datum of the geometry (`wgs84` default, `gcj02`, `bd09`); stored converted to WGS-84.
-    #[schema(value_type = Option<String>, example = "gcj02")]
+    #[schema(value_type = Option<Datum>, example = "gcj02")]
     pub datum: Option<Datum>,
-    /// Routes only.
+    /// Routes only, metres.
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0)]
     pub corridor_m: Option<f64>,
-    /// Checkpoints, kiosks and areas only.
+    /// Checkpoints, kiosks and areas only, metres.
+    #[schema(exclusive_minimum = 0.0, maximum = 5000.0)]
     pub radius_m: Option<f64>,
     /// 1–1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub min_headcount: Option<i32>,
     /// Routes only, in (0, 1].
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub required_coverage: Option<f64>,
     /// Checkpoints, kiosks and areas only, in (0, 1].
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub required_presence: Option<f64>,
     /// 0–1440.
+    #[schema(minimum = 0, maximum = 1440)]
     pub arrival_grace_min: Option<i32>,
     /// `24x7` or `rostered`.
     pub staffing: Option<Staffing>,
@@ -178,33 +195,121 @@ pub struct CreatePost {
 #[serde(deny_unknown_fields)]
 pub struct PatchPost {
     /// Unique code.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub code: Option<String>,
-    /// Name.
+    /// Name: not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// Kind; the (new or stored) geometry must fit it.
     pub kind: Option<PostKind>,
     /// Unit.
     pub unit_id: Option<Uuid>,
     /// New geometry.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<GeoJsonGeometry>)]
     pub geometry: Option<Value>,
-    /// Datum of the new geometry.
-    #[schema(value_type = Option<String>)]
+    /// Datum of the new geometry; only together with `geometry`.
+    #[schema(value_type = Option<Datum>)]
     pub datum: Option<Datum>,
-    /// Routes only.
+    /// Routes only, metres.
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0)]
     pub corridor_m: Option<f64>,
-    /// Other kinds only.
+    /// Other kinds only, metres.
+    #[schema(exclusive_minimum = 0.0, maximum = 5000.0)]
     pub radius_m: Option<f64>,
     /// 1–1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub min_headcount: Option<i32>,
-    /// Routes only.
+    /// Routes only, in (0, 1].
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub required_coverage: Option<f64>,
-    /// Other kinds only.
+    /// Other kinds only, in (0, 1].
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub required_presence: Option<f64>,
     /// 0–1440.
+    #[schema(minimum = 0, maximum = 1440)]
     pub arrival_grace_min: Option<i32>,
     /// `24x7` or `rostered`.
     pub staffing: Option<Staffing>,
+}
+
+/// The OpenAPI schema of a post's GeoJSON geometry (the handlers read it as JSON and check
+/// it in [`PostGeometry::parse`]): a Point, LineString, MultiLineString, Polygon or
+/// MultiPolygon whose positions are `[lon, lat]` or `[lon, lat, altitude]`.
+pub struct GeoJsonGeometry;
+
+impl utoipa::ToSchema for GeoJsonGeometry {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "GeoJsonGeometry".into()
+    }
+}
+
+impl utoipa::PartialSchema for GeoJsonGeometry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType,
+            Type,
+        };
+        let number = |lo: f64, hi: f64| {
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(lo))
+                .maximum(Some(hi))
+                .build()
+        };
+        let position: Schema = ArrayBuilder::new()
+            .prefix_items([number(-180.0, 180.0), number(-90.0, 90.0)])
+            .items(ObjectBuilder::new().schema_type(Type::Number))
+            .min_items(Some(2))
+            .max_items(Some(3))
+            .description(Some("[lon, lat], optionally an altitude, which is ignored"))
+            .into();
+        let list = |of: Schema, min: usize| -> Schema {
+            ArrayBuilder::new()
+                .items(utoipa::openapi::RefOr::T(of))
+                .min_items(Some(min))
+                .max_items(Some(crate::domain::geometry::MAX_VERTICES))
+                .into()
+        };
+        let line = list(position.clone(), 2);
+        let ring = list(position.clone(), 4);
+        let polygon = list(ring, 1);
+        let shapes = [
+            ("Point", position),
+            ("LineString", line.clone()),
+            ("MultiLineString", list(line, 1)),
+            ("Polygon", polygon.clone()),
+            ("MultiPolygon", list(polygon, 1)),
+        ];
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "GeoJSON geometry; its type must fit the post's kind (routes: LineString or \
+             MultiLineString; checkpoints and kiosks: Point; areas: Polygon or MultiPolygon)",
+        ));
+        for (name, coordinates) in shapes {
+            one_of = one_of.item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Object))
+                    .property(
+                        "type",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([name])),
+                    )
+                    .property("coordinates", coordinates)
+                    .property(
+                        "bbox",
+                        ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Number)),
+                    )
+                    .required("type")
+                    .required("coordinates")
+                    .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
+            );
+        }
+        one_of.into()
+    }
 }
 
 /// Filters and paging of `GET /posts`.
@@ -812,7 +917,7 @@ async fn update_post(
     id: Uuid,
     active: post::ActiveModel,
 ) -> ApiResult<post::Model> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let updated = active.update(&txn).await?;
     crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
     txn.commit().await?;

@@ -6,8 +6,7 @@ use std::collections::{HashMap, HashSet};
 use axum::extract::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-    TryInsertResult,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -41,8 +40,14 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct TemplateIn {
     /// Start, `HH:MM` local time.
+    #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "08:00")]
     pub start: String,
-    /// End, `HH:MM` (`24:00` allowed); an end not after the start crosses midnight.
+    /// End, `HH:MM` (`24:00` allowed), not equal to the start; an end not after the start
+    /// crosses midnight.
+    #[schema(
+        pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+        example = "16:00"
+    )]
     pub end: String,
 }
 
@@ -50,16 +55,19 @@ pub struct TemplateIn {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternIn {
-    /// Daily shift templates, in order.
+    /// Daily shift templates, in order; exactly 3 for `four_team_three_shift`.
+    #[schema(min_items = 1, max_items = 12)]
     pub shifts: Vec<TemplateIn>,
-    /// Teams, in order.
+    /// Teams (inside the caller's scope), in order, none twice; exactly 4 for
+    /// `four_team_three_shift`.
+    #[schema(min_items = 1)]
     pub teams: Vec<Uuid>,
     /// `same_team`: template i is always worked by teams[i mod n]. `daily_rotation`: on
     /// day d (days since 1970-01-01) template i is worked by teams[(i + d) mod n].
     /// `four_team_three_shift` (四班三运转): 4 teams, 3 templates covering 24 hours; an
     /// 8-day cycle where team k on day d has phase (d + 2k) mod 8: phases 0–1 work
     /// template 0, 2–3 template 1, 4–5 template 2, 6–7 rest.
-    #[schema(value_type = String, example = "four_team_three_shift")]
+    #[schema(example = "four_team_three_shift")]
     pub rotation: Rotation,
 }
 
@@ -68,11 +76,12 @@ pub struct PatternIn {
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     /// Posts (inside the caller's scope); every post gets the same pattern.
+    #[schema(min_items = 1, max_items = 500)]
     pub post_ids: Vec<Uuid>,
     /// First day, local date, inclusive.
     #[schema(value_type = String, format = Date)]
     pub from: NaiveDate,
-    /// Last day, inclusive; at most 93 days.
+    /// Last day, inclusive, not before `from`; at most 93 days from `from` to `to`.
     #[schema(value_type = String, format = Date)]
     pub to: NaiveDate,
     /// The pattern.
@@ -176,7 +185,7 @@ pub async fn generate(
     )
     .map_err(|e| crate::error::ApiError::field("pattern", e.to_string()))?;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let (created, total) = insert_planned(&txn, &req.post_ids, &planned).await?;
     txn.commit().await?;
     state.rosters_changed();

@@ -10,7 +10,7 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -551,7 +551,7 @@ pub async fn create_shift(
     errors.finish()?;
     let post = post.ok_or_else(|| ApiError::internal("post checked but missing"))?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let model = shift::ActiveModel {
         id: Set(Uuid::now_v7()),
         post_id: Set(req.post_id),
@@ -654,7 +654,7 @@ pub async fn patch_shift(
         check_note(&mut errors, note.as_deref());
     }
     errors.finish()?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let team_changed = current.team_id != team_id;
     let mut active = current.into_active_model();
     if let Some(p) = req.post_id {

@@ -6,7 +6,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -190,6 +190,13 @@ async fn set_members<C: ConnectionTrait>(
     team_id: Uuid,
     member_ids: &[Uuid],
 ) -> ApiResult<()> {
+    // Two replacements of one team's list at once would each delete the old rows and then
+    // insert the same new ones, the second failing on the primary key; the row lock makes
+    // the second wait for the first (on PostgreSQL: SQLite writes one at a time anyway).
+    team::Entity::find_by_id(team_id)
+        .lock_exclusive()
+        .one(db)
+        .await?;
     // The team's begun shifts keep the people they began with.
     crate::routes::shifts::freeze_team_members(db, &[team_id], Utc::now()).await?;
     team_member::Entity::delete_many()
@@ -307,7 +314,7 @@ pub async fn create_team(
         )));
     }
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let model = team::ActiveModel {
         id: Set(Uuid::now_v7()),
         code: Set(req.code),
@@ -376,7 +383,7 @@ pub async fn patch_team(
             "team code {code:?} is already taken"
         )));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let mut active = current.into_active_model();
     if let Some(code) = req.code {
         active.code = Set(code);
@@ -432,7 +439,7 @@ pub async fn put_team_members(
     let members =
         referenced_members(&state, &user, &req.member_ids, "member_ids", &mut errors).await?;
     errors.finish()?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     set_members(&txn, id, &members).await?;
     let mut active = current.into_active_model();
     active.updated_at = Set(Utc::now());

@@ -5,7 +5,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -413,7 +413,7 @@ pub async fn patch_unit(
         Some(p) => format!("{}{id}/", p.path),
         None => format!("/{id}/"),
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     if new_path != current.path {
         let descendants = unit::Entity::find()
             .filter(unit::Column::Path.starts_with(current.path.clone()))
