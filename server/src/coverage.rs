@@ -166,13 +166,13 @@ pub fn settings_of(state: &AppState) -> CoverageSettings {
 /// Its callers carry on when it fails (the updater marks the shifts later), so the error
 /// is returned as the database gave it, for their warning, and not logged as a fault.
 pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> Result<(), sea_orm::DbErr> {
-    mark_stale_on(&state.db, shift_coverage::Column::ShiftId, shift_ids).await?;
+    mark_stale_on(&state.db, shift::Column::Id, shift_ids).await?;
     state.coverage_wakeup.notify_one();
     Ok(())
 }
 
 /// Marks out of date, on `db` (the pool or a transaction), the stored coverage whose
-/// `column` (`ShiftId` or `PostId`) is one of `ids`: after a late fix, a corrected roster
+/// shift `by` (`Id` or `PostId`) is one of `ids`: after a late fix, a corrected roster
 /// or a changed post. The caller wakes the updater once the change is committed.
 ///
 /// Every ended shift so named gets a row, stale, with its generation bumped: a shift whose
@@ -180,19 +180,10 @@ pub async fn mark_stale(state: &AppState, shift_ids: &[Uuid]) -> Result<(), sea_
 /// or an older generation, and [`store`] then leaves the mark in place.
 pub async fn mark_stale_on<C: ConnectionTrait>(
     db: &C,
-    column: shift_coverage::Column,
+    by: shift::Column,
     ids: &[Uuid],
 ) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sea_query::{ExprTrait, Query};
-    let by = match column {
-        shift_coverage::Column::ShiftId => shift::Column::Id,
-        shift_coverage::Column::PostId => shift::Column::PostId,
-        other => {
-            return Err(sea_orm::DbErr::Custom(format!(
-                "stored coverage is not marked by {other:?}"
-            )));
-        }
-    };
     let now = Utc::now();
     for chunk in ids.chunks(500) {
         let ended = Query::select()

@@ -1065,7 +1065,7 @@ mod tests {
 
     #[test]
     fn a_teleport_first_is_flagged_alike_one_by_one_and_in_one_batch() {
-        // Issue 27: A (a teleport) first, then B and C, which agree with each other far from
+        // A (a teleport) first, then B and C, which agree with each other far from
         // A. Judged one by one with stored flags final, A was kept and B and C condemned.
         let a = sample(0, destination(DISTRICT, 270.0, 30_000.0), 5.0);
         let b = sample(20, DISTRICT, 5.0);

@@ -628,13 +628,17 @@ pub async fn ingest(
     // A fix may name only the member's own shifts, and posts of those shifts or of the
     // member's unit and below: naming another's shift or post would file the fix, and its
     // arrival or SOS, under duty that is not the member's.
+    // The member's context, read once for the checks here and the flags below (it covers
+    // every fix that passed its own checks, so also those still left after these).
+    let context = match span_of(&checked) {
+        Some((from, to)) => Some(member_context(state, member_id, from, to).await?),
+        None => None,
+    };
     let named = checked
         .iter()
         .filter_map(|c| c.as_ref().ok())
         .any(|c| c.input.post_id.is_some() || c.input.shift_id.is_some());
-    if named {
-        let (from, to) = span_of(&checked).unwrap_or((now, now));
-        let context = member_context(state, member_id, from, to).await?;
+    if named && let Some(context) = &context {
         let post_ids: HashSet<Uuid> = checked
             .iter()
             .filter_map(|c| c.as_ref().ok()?.input.post_id)
@@ -696,8 +700,7 @@ pub async fn ingest(
     let mut rows: Vec<fix::Model> = Vec::with_capacity(good.len());
     let mut mobility = Mobility::Foot;
     let mut my_shifts = Vec::new();
-    if let Some((from, to)) = span_of(&checked) {
-        let context = member_context(state, member_id, from, to).await?;
+    if let Some(context) = context.filter(|_| !good.is_empty()) {
         let t = state.settings.thresholds();
         for c in good {
             let i = &c.input;

@@ -26,7 +26,7 @@ use crate::{
     pagination::{Page, PageRequest},
     routes::units::referenced_unit,
     state::AppState,
-    store::{post, shift, shift_coverage, unit},
+    store::{post, shift, unit},
     validate,
 };
 
@@ -919,7 +919,7 @@ async fn update_post(
 ) -> ApiResult<post::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let updated = active.update(&txn).await?;
-    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::PostId, &[id]).await?;
+    crate::coverage::mark_stale_on(&txn, shift::Column::PostId, &[id]).await?;
     txn.commit().await?;
     state.coverage_wakeup.notify_one();
     Ok(updated)

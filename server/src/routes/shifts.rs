@@ -31,10 +31,7 @@ use crate::{
         units::present,
     },
     state::AppState,
-    store::{
-        member, post, shift, shift_coverage, shift_member, shift_team_member, team, team_member,
-        unit,
-    },
+    store::{member, post, shift, shift_member, shift_team_member, team, team_member, unit},
 };
 
 /// Longest shift.
@@ -687,7 +684,7 @@ pub async fn patch_shift(
     }
     // Figures stored for the shift as it was are out of date (a roster corrected after
     // the shift ended is the usual case).
-    crate::coverage::mark_stale_on(&txn, shift_coverage::Column::ShiftId, &[id]).await?;
+    crate::coverage::mark_stale_on(&txn, shift::Column::Id, &[id]).await?;
     txn.commit().await?;
     state.rosters_changed();
     state.coverage_wakeup.notify_one();
